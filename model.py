@@ -1,0 +1,398 @@
+"""
+The Qwen2-family decoder (Qwen2, Qwen2.5, Qwen2.5-Math, DeepSeek-R1-Distill-Qwen), written from scratch in
+plain PyTorch, and the code that loads and saves Hugging Face checkpoints.
+
+    python -c "from model import Qwen2; m = Qwen2.from_pretrained('qwen2.5-0.5b'); print(m.config)"
+
+Architecture (every size comes from config.json): token embedding -> N x [RMSNorm -> grouped-query attention
+with rotary embeddings (q/k/v have a bias, o has none) -> residual -> RMSNorm -> SwiGLU MLP -> residual] ->
+RMSNorm -> LM head (tied to the embedding in the small models). Parameter names are the Hugging Face names,
+so a checkpoint's state dict is loaded with plain `load_state_dict`.
+
+Attention has two implementations behind one switch, `model.use_kernels`: the PyTorch reference below
+(SDPA with an explicit boolean mask — the readable path, used on CPU and with --no-kernels) and the Triton
+kernels in kernels/ (on by default on CUDA). Three masking situations occur:
+  - left-padded batches (RL prompts of different lengths): `start[b]` is the first real token of row b;
+  - packed documents (SFT): `cu_seqlens` marks document boundaries in a (1, T) batch;
+  - decoding with a KV cache: one new token per row attends to cache slots start[b] .. current slot.
+
+Deliberately left out: sliding-window attention (off in every Qwen2.5 config we target), rope scaling
+(YaRN; only needed past 32k context), dropout (0 in all Qwen2 configs).
+
+Shape legend: B batch, T time, H query heads, K kv heads, D head dim, C hidden, V vocab, S cache length,
+L layers.
+"""
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+# Short names a user can pass instead of a directory; they are fetched from the Hugging Face Hub.
+KNOWN_MODELS = {
+    "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
+    "qwen2.5-0.5b-instruct": "Qwen/Qwen2.5-0.5B-Instruct",
+    "qwen2.5-1.5b": "Qwen/Qwen2.5-1.5B",
+    "qwen2.5-1.5b-instruct": "Qwen/Qwen2.5-1.5B-Instruct",
+    "qwen2.5-3b": "Qwen/Qwen2.5-3B",
+    "qwen2.5-math-1.5b": "Qwen/Qwen2.5-Math-1.5B",
+    "qwen2.5-math-1.5b-instruct": "Qwen/Qwen2.5-Math-1.5B-Instruct",
+    "deepseek-r1-distill-qwen-1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "vocab.json", "merges.txt")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 151936
+    hidden_size: int = 896
+    intermediate_size: int = 4864
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 14
+    num_key_value_heads: int = 2
+    head_dim: int = 0  # 0: hidden_size // num_attention_heads, as in every Qwen2 config
+    rope_theta: float = 1e6
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = 32768
+    bos_token_id: int | None = None
+    eos_token_id: int | list | None = None
+
+    def __post_init__(self):
+        self.head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                             f"num_key_value_heads ({self.num_key_value_heads})")
+
+    @classmethod
+    def from_json(cls, path):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config.json not found in {path.parent}: pass a Hugging Face model directory "
+                                    f"or a known name: {', '.join(KNOWN_MODELS)}")
+        raw = json.loads(path.read_text())
+        if raw.get("model_type", "qwen2") != "qwen2":
+            raise ValueError(f"{path}: model_type is {raw['model_type']!r}, this project implements qwen2 only")
+        # transformers 5 writes rope_theta inside rope_parameters; older configs have it at the top level.
+        rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
+        if rope.get("rope_type", rope.get("type", "default")) != "default":
+            raise ValueError(f"{path}: rope scaling {rope.get('rope_type', rope.get('type'))!r} is not implemented")
+        raw.setdefault("rope_theta", rope.get("rope_theta", 1e6))
+        names = {f.name for f in fields(cls)}
+        missing = [n for n in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads") if n not in raw]
+        if missing:
+            raise ValueError(f"{path} lacks {', '.join(missing)}: is this a Qwen2 config.json?")
+        return cls(**{k: v for k, v in raw.items() if k in names and v is not None})
+
+    def to_hf_dict(self, dtype):
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        # transformers' Qwen2Config reads these; the rest are our fields under their HF names.
+        d.update(architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_act="silu", attention_dropout=0.0,
+                 use_sliding_window=False, sliding_window=None, max_window_layers=self.num_hidden_layers,
+                 torch_dtype=str(dtype).removeprefix("torch."), use_cache=True,
+                 rope_parameters=dict(rope_type="default", rope_theta=self.rope_theta))
+        return d
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # Normalise in fp32 and scale in the input dtype, as the reference implementation does (bit-parity).
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rope_cos_sin(positions, head_dim, theta, dtype):
+    """Rotary embedding tables for integer positions (B, T) -> cos, sin (B, 1, T, D), computed in fp32."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    freqs = positions.float()[..., None] * inv_freq  # (B, T, D/2)
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # (B, 1, T, D): the "rotate half" layout, not interleaved
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x, cos, sin):
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+def attention_mask(B, T, device, start=None, cu_seqlens=None):
+    """Boolean (B, 1, T, T) mask for causal self-attention, True = may attend."""
+    qi = torch.arange(T, device=device)[:, None]  # (T, 1)
+    kj = torch.arange(T, device=device)[None, :]  # (1, T)
+    mask = (kj <= qi)[None].expand(B, T, T)  # causal, (B, T, T)
+    if start is not None:  # left padding: keys before the row's first real token do not exist
+        mask = mask & (kj >= start.view(B, 1, 1))
+    if cu_seqlens is not None:  # packing: a token attends only inside its own document
+        doc = torch.searchsorted(cu_seqlens[1:].to(device), torch.arange(T, device=device), right=True)  # (T,)
+        mask = mask & (doc[None, :, None] == doc[None, None, :])
+    # A padding query would see no key at all (softmax of nothing = NaN); let it see itself. Its output is
+    # never used, this only keeps everything finite.
+    return (mask | (kj == qi)[None])[:, None]
+
+
+def attention_ref(q, k, v, start=None, cu_seqlens=None):
+    """Causal GQA attention in plain PyTorch. q (B, H, T, D), k/v (B, K, T, D) -> (B, H, T, D)."""
+    B, H, T, D = q.shape
+    mask = attention_mask(B, T, q.device, start, cu_seqlens)  # (B, 1, T, T)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
+
+def decode_attention_ref(q, k_cache, v_cache, lengths, start=None):
+    """One new token per row over the cache. q (B, H, D), k/v_cache (B, K, S, D); valid keys: start <= j < length."""
+    B, H, D = q.shape
+    S = k_cache.shape[2]
+    j = torch.arange(S, device=q.device)[None]  # (1, S)
+    valid = j < lengths[:, None]
+    if start is not None:
+        valid = valid & (j >= start[:, None])
+    out = F.scaled_dot_product_attention(q[:, :, None], k_cache, v_cache, attn_mask=valid[:, None, None],
+                                         enable_gqa=True)  # (B, H, 1, D)
+    return out[:, :, 0]
+
+
+class KVCache(nn.Module):
+    """A static, preallocated cache: (L, B, K, S, D) keys and values, written slot by slot while decoding."""
+
+    def __init__(self, config, batch_size, max_len, device, dtype):
+        super().__init__()
+        shape = (config.num_hidden_layers, batch_size, config.num_key_value_heads, max_len, config.head_dim)
+        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+
+    def update(self, layer, slots, k, v):
+        """Write k/v (b, K, T, D) into cache slots (T,). When b < B (a prompt prefilled once for G samples),
+        each row is copied to the B // b consecutive cache rows that share that prompt."""
+        if k.shape[0] != self.k.shape[1]:
+            reps = self.k.shape[1] // k.shape[0]
+            k, v = k.repeat_interleave(reps, 0), v.repeat_interleave(reps, 0)
+        self.k[layer].index_copy_(2, slots, k)
+        self.v[layer].index_copy_(2, slots, v)
+        return self.k[layer], self.v[layer]
+
+
+class Attention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        C, H, K, D = config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        self.n_head, self.n_kv_head, self.head_dim = H, K, D
+        self.q_proj = nn.Linear(C, H * D, bias=True)
+        self.k_proj = nn.Linear(C, K * D, bias=True)
+        self.v_proj = nn.Linear(C, K * D, bias=True)
+        self.o_proj = nn.Linear(H * D, C, bias=False)
+
+    def forward(self, x, cos, sin, start, cu_seqlens, cache, slots, layer, use_kernels):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None and T == 1:
+            # Decode: attend over the cache up to and including the slot just written.
+            k_cache, v_cache = cache.update(layer, slots, k, v)
+            lengths = (slots[-1] + 1).expand(cache.k.shape[1])  # (B,) same write slot for every row
+            if use_kernels:
+                from kernels.decode import decode_attention
+                y = decode_attention(q[:, :, 0], k_cache, v_cache, lengths, start)
+            else:
+                y = decode_attention_ref(q[:, :, 0], k_cache, v_cache, lengths, start)
+            y = y[:, :, None]  # (B, H, 1, D)
+        else:
+            # Training or prefill. A multi-token call with a cache is a prefill from slot 0: the cache holds
+            # nothing older, so attending over the fresh k/v is the whole story.
+            if cache is not None:
+                cache.update(layer, slots, k, v)
+            if use_kernels:
+                from kernels.attention import attention
+                y = attention(q, k, v, start=start, cu_seqlens=cu_seqlens)
+            else:
+                y = attention_ref(q, k, v, start=start, cu_seqlens=cu_seqlens)
+        y = y.transpose(1, 2).reshape(y.shape[0], y.shape[2], -1)  # (B, T, H*D)
+        return self.o_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        C, M = config.hidden_size, config.intermediate_size
+        self.gate_proj = nn.Linear(C, M, bias=False)
+        self.up_proj = nn.Linear(C, M, bias=False)
+        self.down_proj = nn.Linear(M, C, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # SwiGLU
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, *attn_args):
+        x = x + self.self_attn(self.input_layernorm(x), *attn_args)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Qwen2(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.model = nn.ModuleDict(dict(
+            embed_tokens=nn.Embedding(config.vocab_size, config.hidden_size),
+            layers=nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers)),
+            norm=RMSNorm(config.hidden_size, config.rms_norm_eps),
+        ))
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.use_kernels = False  # Triton attention kernels instead of the PyTorch reference (CUDA only)
+        self.gradient_checkpointing = False  # recompute each layer's activations in the backward pass
+        self.source_dir = None  # where from_pretrained found the checkpoint (save_pretrained copies its tokenizer)
+
+    def forward(self, idx, positions=None, start=None, cu_seqlens=None, cache=None, slots=None, return_hidden=False):
+        """idx (B, T) token ids -> logits (B, T, V), or final-normed hidden states (B, T, C) if return_hidden.
+
+        positions (B, T): RoPE positions; by default 0.. for each row, counted from `start` for left-padded rows.
+        start (B,): first real token of each left-padded row.  cu_seqlens (n+1,): packed documents (B == 1;
+        pass positions that restart at each document).  cache + slots (T,): KV cache and the slots to write;
+        a call with T > 1 is a prefill from slot 0, a call with T == 1 decodes one token per row.
+        """
+        B, T = idx.shape
+        if positions is None:
+            positions = torch.arange(T, device=idx.device)[None].expand(B, T)
+            if slots is not None:
+                positions = slots[None].expand(B, T)
+            if start is not None:
+                positions = (positions - start[:, None]).clamp(min=0)
+        x = self.model.embed_tokens(idx)  # (B, T, C)
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        use_kernels = self.use_kernels and idx.is_cuda
+        for i, layer in enumerate(self.model.layers):
+            args = (cos, sin, start, cu_seqlens, cache, slots, i, use_kernels)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, *args, use_reentrant=False)
+            else:
+                x = layer(x, *args)
+        x = self.model.norm(x)
+        return x if return_hidden else self.lm_head(x)
+
+    # ---------------------------------------------------------------- checkpoints in the Hugging Face format
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir, device="cpu", dtype=torch.float32):
+        path = resolve_checkpoint(name_or_dir)
+        config = ModelConfig.from_json(path / "config.json")
+        with torch.device("meta"):
+            model = cls(config)
+        state = load_safetensors(path)
+        expected = model.state_dict()
+        if config.tie_word_embeddings:
+            state.pop("lm_head.weight", None)  # some tied checkpoints store the shared matrix twice
+            expected.pop("lm_head.weight")
+        for name in list(state):
+            if name.endswith("rotary_emb.inv_freq"):
+                del state[name]  # a buffer older transformers versions saved; we compute it
+        missing = [n for n in expected if n not in state]
+        if missing:
+            raise ValueError(f"checkpoint {path} lacks tensor {missing[0]} ({len(missing)} missing): "
+                             f"is it a Qwen2 model matching its config.json?")
+        unexpected = [n for n in state if n not in expected]
+        if unexpected:
+            raise ValueError(f"checkpoint {path} has unexpected tensor {unexpected[0]}: not a Qwen2 checkpoint?")
+        for n, t in state.items():
+            if t.shape != expected[n].shape:
+                raise ValueError(f"checkpoint {path}: tensor {n} has shape {tuple(t.shape)} but config.json "
+                                 f"implies {tuple(expected[n].shape)}")
+        state = {n: t.to(device=device, dtype=dtype) for n, t in state.items()}
+        model.load_state_dict(state, strict=False, assign=True)
+        if config.tie_word_embeddings:
+            model.lm_head.weight = model.model.embed_tokens.weight  # assign=True replaced the shared Parameter
+        model.source_dir = path
+        return model
+
+    def save_pretrained(self, out_dir, tokenizer_dir=None):
+        """Write config.json, model.safetensors and the tokenizer files: a directory `transformers` (and so vLLM)
+        loads unchanged. Each file is written to a temporary name, then renamed, so a crash leaves no torn file."""
+        from safetensors.torch import save_file
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = {n: t.detach().contiguous().cpu() for n, t in self.state_dict().items()}
+        if self.config.tie_word_embeddings:
+            state.pop("lm_head.weight")  # safetensors refuses shared storage; transformers re-ties on load
+        dtype = next(iter(state.values())).dtype
+        _atomic_write(out_dir / "model.safetensors", lambda p: save_file(state, p, metadata={"format": "pt"}))
+        config = json.dumps(self.config.to_hf_dict(dtype), indent=2)
+        _atomic_write(out_dir / "config.json", lambda p: Path(p).write_text(config))
+        src = Path(tokenizer_dir) if tokenizer_dir else self.source_dir
+        for name in TOKENIZER_FILES:
+            if src is not None and (src / name).is_file() and src.resolve() != out_dir.resolve():
+                data = (src / name).read_bytes()
+                _atomic_write(out_dir / name, lambda p: Path(p).write_bytes(data))
+
+
+def pick_device(name=None):
+    """The one place the device is chosen: the one asked for, else CUDA when present."""
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def pick_dtype(device, name=None):
+    """bf16 weights on GPU, fp32 on CPU (CPU bf16 matmuls are slow and imprecise), unless asked otherwise."""
+    if name:
+        return getattr(torch, name)
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def _atomic_write(path, write):
+    tmp = f"{path}.tmp{os.getpid()}"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def resolve_checkpoint(name_or_dir):
+    """A local directory as is; a known short name or a Hub repo id ("owner/name") through huggingface_hub."""
+    name = str(name_or_dir)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    looks_like_repo = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    if name.lower() not in KNOWN_MODELS and not looks_like_repo:
+        raise FileNotFoundError(f"model directory {name} not found and not a known name: pass a Hugging Face model "
+                                f"directory or one of {', '.join(KNOWN_MODELS)}")
+    repo = KNOWN_MODELS.get(name.lower(), name)
+    try:
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "merges.txt"]))
+    except Exception as e:
+        raise FileNotFoundError(f"could not fetch {repo} from the Hugging Face Hub ({type(e).__name__}); download it "
+                                f"where there is network (`hf download {repo} --local-dir DIR`) and pass --model DIR") from None
+
+
+def load_safetensors(path):
+    """All tensors of a checkpoint directory: model.safetensors, or the shards named by model.safetensors.index.json."""
+    from safetensors.torch import load_file
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (path / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {path}: "
+                                f"weights must be in safetensors format")
+    state = {}
+    for f in files:
+        if not (path / f).is_file():
+            raise FileNotFoundError(f"{path / f} is named in model.safetensors.index.json but missing")
+        state.update(load_file(path / f))
+    return state

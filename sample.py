@@ -1,0 +1,250 @@
+"""
+Batched generation with a static KV cache: prefill each prompt once, then decode one token per step for every
+sequence, each stopping on its own. The RL loop calls `generate`; the command line streams text or evaluates.
+
+    python sample.py --model qwen2.5-0.5b-instruct --prompt "What is 17 * 23?"
+    python sample.py --model qwen2.5-0.5b --template r1 --prompt "What is 17 * 23?" --num-samples 4
+    python sample.py --model qwen2.5-math-1.5b --eval math500 --num-samples 16    # pass@1, maj@16 (evaluate.py)
+
+How it works (gpt-fast style, no framework):
+  1. Prompts of different lengths are left-padded to one length Tp; `start[b]` marks the first real token, so
+     positions count from there and padding is masked out of attention.
+  2. Prefill: one forward over the P prompts writes cache slots 0..Tp-1. With G samples per prompt the cache has
+     P*G rows and each prompt's keys/values are copied to its G rows (KVCache.update), so a prompt costs one
+     prefill, not G.
+  3. Decode: step t feeds the token sampled at t-1 into slot Tp+t. On CUDA the step is captured once as a CUDA
+     graph and replayed (launch overhead dominates small-batch decoding otherwise).
+  4. A finished row keeps decoding padding (the batch stays rectangular); the host checks every 16 steps whether
+     all rows are done and whether a stop string appeared, so the GPU is not stalled by a sync every token.
+
+The log-prob returned for each sampled token is under softmax(logits / temperature) over the full vocabulary,
+before top-k/top-p filtering: that is the distribution the GRPO trainer scores, so the two can be compared.
+
+Shape legend: P prompts, G samples per prompt, N = P*G rows, T time, V vocab.
+"""
+import argparse
+import sys
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from model import KVCache, Qwen2, pick_device, pick_dtype
+from tokenizer import Tokenizer, r1_zero_prompt, render_chat
+
+CHECK_EVERY = 16  # decode steps between host checks for "all done" and stop strings
+
+
+@dataclass
+class Generation:
+    tokens: torch.Tensor  # (N, T) completion ids, 0 past `lengths`
+    lengths: torch.Tensor  # (N,) tokens generated, the EOS or stop string included
+    logprobs: torch.Tensor  # (N, T) fp32 log-prob of each sampled token, 0 past `lengths`
+    finish: list  # per row: "eos", "stop" or "length"
+    texts: list = field(default_factory=list)  # decoded completions, when a tokenizer was given
+
+
+def sample_token(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
+    """logits (N, V) fp32 -> token (N,), its log-prob (N,) under softmax(logits / temperature)."""
+    if temperature == 0:  # greedy
+        tok = logits.argmax(-1)
+        return tok, logits.log_softmax(-1).gather(1, tok[:, None])[:, 0]
+    logits = logits / temperature
+    logp = logits.log_softmax(-1)  # (N, V) what the trainer scores
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (N, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        # Nucleus: keep the smallest set of most likely tokens whose mass reaches top_p (always at least one).
+        sorted_logits, order = logits.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs >= top_p  # mass before this token already reached top_p
+        logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    # Sampling as argmax(p / E) with E ~ Exp(1): the same distribution as multinomial, with no host sync.
+    probs = logits.softmax(-1)
+    noise = torch.empty_like(probs).exponential_(1, generator=generator)
+    tok = (probs / noise).argmax(-1)
+    return tok, logp.gather(1, tok[:, None])[:, 0]
+
+
+class DecodeStep:
+    """One decode step over the cache: (N,) tokens written to `slot` -> next-token logits (N, V) fp32.
+    With cuda_graph=True the step is captured once and replayed with the same input/output buffers."""
+
+    def __init__(self, model, cache, start, cuda_graph):
+        self.model, self.cache, self.start = model, cache, start
+        N, dev = cache.k.shape[1], cache.k.device
+        self.tok = torch.zeros(N, 1, dtype=torch.long, device=dev)
+        self.slot = torch.zeros(1, dtype=torch.long, device=dev)
+        self.graph = None
+        if cuda_graph:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):  # warm-up: compiles kernels and sets up cuBLAS outside the capture
+                for _ in range(2):
+                    self._forward()
+            torch.cuda.current_stream().wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = self._forward()
+
+    def _forward(self):
+        h = self.model(self.tok, start=self.start, cache=self.cache, slots=self.slot, return_hidden=True)
+        return self.model.lm_head(h[:, -1]).float()
+
+    def __call__(self, tok, slot):
+        self.tok.copy_(tok[:, None])
+        self.slot.fill_(slot)
+        if self.graph is None:
+            return self._forward()
+        self.graph.replay()
+        return self.logits
+
+
+@torch.no_grad()
+def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1.0, top_p=1.0, top_k=0,
+             eos_ids=(), stop=(), tokenizer=None, seed=None, cuda_graph=None, on_step=None):
+    """prompts: list of token-id lists. Row i*num_samples+g of the result is prompt i's g-th sample."""
+    cfg, dev = model.config, model.lm_head.weight.device
+    P, G = len(prompts), num_samples
+    N, Tp = P * G, max(len(p) for p in prompts)
+    if min(len(p) for p in prompts) == 0:
+        raise ValueError("empty prompt: every prompt needs at least one token")
+    if Tp + max_new_tokens > cfg.max_position_embeddings:
+        raise ValueError(f"prompt of {Tp} tokens + {max_new_tokens} new tokens exceeds the model's context of "
+                         f"{cfg.max_position_embeddings}: shorten the prompt or lower --max-new-tokens")
+    if stop and tokenizer is None:
+        raise ValueError("stop strings need a tokenizer to decode the text")
+    gen = torch.Generator(dev).manual_seed(seed) if seed is not None else None
+    idx = torch.zeros(P, Tp, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        idx[i, Tp - len(p):] = torch.tensor(p)  # left padding
+    idx = idx.to(dev)
+    start = torch.tensor([Tp - len(p) for p in prompts], device=dev)  # (P,)
+
+    cache = KVCache(cfg, N, Tp + max_new_tokens, dev, model.lm_head.weight.dtype)
+    h = model(idx, start=start, cache=cache, slots=torch.arange(Tp, device=dev), return_hidden=True)
+    logits = model.lm_head(h[:, -1]).float().repeat_interleave(G, 0)  # (N, V)
+    start = start.repeat_interleave(G)  # (N,)
+    if cuda_graph is None:
+        cuda_graph = dev.type == "cuda"
+    step = DecodeStep(model, cache, start, cuda_graph) if max_new_tokens > 1 else None
+
+    tokens = torch.zeros(N, max_new_tokens, dtype=torch.long, device=dev)
+    logprobs = torch.zeros(N, max_new_tokens, device=dev)
+    done = torch.zeros(N, dtype=torch.bool, device=dev)
+    lengths = torch.full((N,), max_new_tokens, device=dev)
+    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=dev)
+    stopped, checked = {}, 0  # row -> length cut at a stop string; tokens already searched for stop strings
+    for t in range(max_new_tokens):
+        tok, lp = sample_token(logits, temperature, top_k, top_p, gen)
+        tokens[:, t] = tok.masked_fill(done, 0)
+        logprobs[:, t] = lp.masked_fill(done, 0.0)
+        hit = torch.isin(tok, eos) & ~done
+        lengths = torch.where(hit, t + 1, lengths)
+        done = done | hit
+        if on_step is not None:
+            on_step(tokens[:, :t + 1], done)
+        last = t == max_new_tokens - 1
+        if (t + 1) % CHECK_EVERY == 0 or last:
+            if stop:
+                for r, n in _find_stops(tokens[:, :t + 1], done, stopped, stop, tokenizer, checked).items():
+                    stopped[r], done[r], lengths[r] = n, True, n
+                checked = t + 1
+            if last or bool(done.all()):
+                break
+        logits = step(tok, Tp + t)
+
+    T = t + 1
+    lengths = torch.where(done, lengths, T).cpu()
+    keep = torch.arange(T)[None] < lengths[:, None]  # (N, T)
+    tokens, logprobs = tokens[:, :T].cpu() * keep, logprobs[:, :T].cpu() * keep
+    eos_hit = torch.isin(tokens.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0], eos.cpu())
+    finish = ["stop" if r in stopped else "eos" if eos_hit[r] else "length" for r in range(N)]
+    texts = [tokenizer.decode(tokens[r, :lengths[r]].tolist()) for r in range(N)] if tokenizer else []
+    return Generation(tokens, lengths, logprobs, finish, texts)
+
+
+def _find_stops(tokens, done, stopped, stop, tokenizer, checked, margin=16):
+    """Rows (not yet done) whose text now contains a stop string -> completion length that ends with it."""
+    found = {}
+    lo = max(0, checked - margin)  # a stop string may straddle the previous check
+    rows = (~done).nonzero()[:, 0].tolist()
+    tail = tokens[rows, lo:].tolist() if rows else []
+    for r, ids in zip(rows, tail):
+        if r in stopped or not any(s in tokenizer.decode(ids, skip_special=False) for s in stop):
+            continue
+        for n in range(1, len(ids) + 1):  # the shortest prefix that contains a stop string
+            if any(s in tokenizer.decode(ids[:n], skip_special=False) for s in stop):
+                found[r] = lo + n
+                break
+    return found
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", required=True, help="checkpoint directory or a known name (model.KNOWN_MODELS)")
+    p.add_argument("--prompt", help="text to continue")
+    p.add_argument("--template", choices=["auto", "plain", "chat", "r1", "r1-chat"], default="auto",
+                   help="auto: ChatML for instruct models, plain text otherwise; r1: the R1-Zero template")
+    p.add_argument("--eval", help="evaluate on a dataset name (gsm8k, math500, aime24, amc23, ...) or a .jsonl path")
+    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N problems only")
+    p.add_argument("--eval-out", default=None, help="per-problem results jsonl (default: eval_<name>.jsonl)")
+    p.add_argument("--batch-size", type=int, default=32, help="prompts per generate call when evaluating")
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default 1.0, or 0.6 with --eval)")
+    p.add_argument("--top-p", type=float, default=None, help="default 1.0, or 0.95 with --eval")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    p.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: bf16 on cuda, fp32 on cpu)")
+    p.add_argument("--no-kernels", action="store_true", help="PyTorch reference attention instead of Triton")
+    p.add_argument("--no-cuda-graph", action="store_true", help="launch every decode step eagerly")
+    args = p.parse_args()
+    if (args.prompt is None) == (args.eval is None):
+        p.error("pass exactly one of --prompt or --eval")
+    device = pick_device(args.device)
+    model = Qwen2.from_pretrained(args.model, device=device, dtype=pick_dtype(device, args.dtype)).eval()
+    model.use_kernels = device.type == "cuda" and not args.no_kernels
+    tok = Tokenizer.from_dir(model.source_dir)
+    template = args.template
+    if template == "auto":
+        template = "chat" if "instruct" in str(args.model).lower() else "plain"
+    chat = template in ("chat", "r1-chat")
+    sampling = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
+                    max_new_tokens=args.max_new_tokens, eos_ids=tok.eos_ids, tokenizer=tok,
+                    cuda_graph=device.type == "cuda" and not args.no_cuda_graph)
+    if args.eval:
+        from evaluate import run_eval
+        run_eval(model, tok, args.eval, num_samples=args.num_samples, chat=chat, limit=args.limit,
+                 batch_size=args.batch_size, out_path=args.eval_out, **sampling)
+        return
+    sampling.update(temperature=1.0 if args.temperature is None else args.temperature,
+                    top_p=1.0 if args.top_p is None else args.top_p)
+    text = {"plain": args.prompt, "chat": render_chat([{"role": "user", "content": args.prompt}]),
+            "r1": r1_zero_prompt(args.prompt), "r1-chat": r1_zero_prompt(args.prompt, chat=True)}[template]
+    printed = [0]
+
+    def stream(tokens, done):  # one sample: print the text as it grows
+        if done[0]:
+            return
+        new = tok.decode(tokens[0].tolist())
+        if not new.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            print(new[printed[0]:], end="", flush=True)
+            printed[0] = len(new)
+
+    out = generate(model, [tok.encode(text)], num_samples=args.num_samples,
+                   on_step=stream if args.num_samples == 1 else None, **sampling)
+    if args.num_samples == 1:
+        print(out.texts[0][printed[0]:])
+    else:
+        for i, t in enumerate(out.texts):
+            print(f"--- sample {i} ({out.lengths[i]} tokens, {out.finish[i]})\n{t}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
