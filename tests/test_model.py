@@ -1,0 +1,182 @@
+"""model.py against transformers' Qwen2: checkpoints load through from_pretrained, logits agree, ours save back."""
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import FIXTURE, write_checkpoint
+
+from model import ModelConfig, Qwen2, attention_mask
+
+transformers = pytest.importorskip("transformers")
+
+# fp32 on CPU: both implementations do the same arithmetic in a slightly different order; 1e-4 absolute on
+# logits of order 1 leaves room for that and nothing else.
+ATOL = 1e-4
+
+
+def hf_model(tmp_path, seed=0, **kw):
+    """A random transformers Qwen2 saved with its own save_pretrained, as a user's checkpoint would be."""
+    cfg = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+               num_key_value_heads=2, rope_theta=10000.0, max_position_embeddings=256, tie_word_embeddings=False)
+    cfg.update(kw)
+    torch.manual_seed(seed)
+    m = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**cfg)).eval()
+    with torch.no_grad():  # random biases too, so a dropped bias would show
+        for name, p in m.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)
+    m.save_pretrained(tmp_path / "hf")
+    return m, tmp_path / "hf"
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),  # GQA 4/2, untied head
+    dict(tie_word_embeddings=True),
+    dict(num_attention_heads=8, num_key_value_heads=1, num_hidden_layers=4),  # multi-query
+    dict(num_attention_heads=4, num_key_value_heads=4),  # plain multi-head
+])
+def test_logits_match_transformers(tmp_path, kw):
+    hf, path = hf_model(tmp_path, **kw)
+    ours = Qwen2.from_pretrained(path).eval()
+    x = torch.randint(0, 512, (3, 21))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), hf(x).logits, atol=ATOL, rtol=0)
+
+
+def test_left_padding_matches_transformers(tmp_path):
+    hf, path = hf_model(tmp_path)
+    ours = Qwen2.from_pretrained(path).eval()
+    x = torch.randint(0, 512, (2, 12))
+    start = torch.tensor([0, 5])  # row 1 has 5 padding tokens on the left
+    am = (torch.arange(12)[None] >= start[:, None]).long()
+    pos = (torch.arange(12)[None] - start[:, None]).clamp(min=0)
+    with torch.no_grad():
+        ref = hf(x, attention_mask=am, position_ids=pos).logits
+        got = ours(x, start=start)
+    torch.testing.assert_close(got[1, 5:], ref[1, 5:], atol=ATOL, rtol=0)  # real tokens only
+    torch.testing.assert_close(got[0], ref[0], atol=ATOL, rtol=0)
+
+
+def test_packed_documents_do_not_attend_across(tmp_path):
+    _, path = hf_model(tmp_path)
+    m = Qwen2.from_pretrained(path).eval()
+    docs = [torch.randint(0, 512, (n,)) for n in (5, 9, 3)]
+    cu = torch.tensor([0, 5, 14, 17], dtype=torch.int32)
+    pos = torch.cat([torch.arange(len(d)) for d in docs])[None]
+    with torch.no_grad():
+        packed = m(torch.cat(docs)[None], positions=pos, cu_seqlens=cu)[0]
+        alone = torch.cat([m(d[None])[0] for d in docs])
+    torch.testing.assert_close(packed, alone, atol=ATOL, rtol=0)
+
+
+def test_attention_mask_never_leaves_a_row_empty():
+    mask = attention_mask(2, 6, "cpu", start=torch.tensor([0, 4]))  # (B, 1, T, T)
+    assert mask.any(-1).all()
+    assert not mask[1, 0, 5, :4].any() and mask[1, 0, 5, 4:].all()
+
+
+def test_real_qwen25_05b_shape_matches_transformers(tmp_path):
+    """The fixture's real config.json (24 layers, 14/2 heads, 151936 vocab, tied) with random weights."""
+    path = tmp_path / "q05"
+    path.mkdir()
+    shutil.copy(FIXTURE / "config.json", path / "config.json")
+    cfg = transformers.Qwen2Config.from_pretrained(path)
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        ours = Qwen2(ModelConfig.from_json(path / "config.json"))
+    from safetensors.torch import save_file
+    state = {n: (torch.ones(p.shape) if "norm" in n else 0.02 * torch.randn(p.shape))
+             for n, p in ours.state_dict().items() if n != "lm_head.weight"}
+    save_file(state, path / "model.safetensors")
+    del state
+    ours = Qwen2.from_pretrained(path).eval()
+    hf = transformers.Qwen2ForCausalLM.from_pretrained(path, config=cfg, dtype=torch.float32).eval()
+    x = torch.randint(0, cfg.vocab_size, (1, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), hf(x).logits, atol=ATOL, rtol=0)
+    assert sum(p.numel() for p in ours.parameters()) == 494_032_768  # Qwen2.5-0.5B's published count
+
+
+def test_save_pretrained_loads_in_transformers(tmp_path, tiny_checkpoint):
+    ours = Qwen2.from_pretrained(tiny_checkpoint).eval()
+    ours.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "tokenizer.json").is_file()  # the tokenizer travels with the weights
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "saved").eval()
+    x = torch.randint(0, 151936, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x).logits, ours(x), atol=ATOL, rtol=0)
+    again = Qwen2.from_pretrained(tmp_path / "saved")
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ours.state_dict().values()))
+
+
+def test_sharded_checkpoint_loads(tmp_path):
+    hf, path = hf_model(tmp_path)
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    m = Qwen2.from_pretrained(tmp_path / "sharded").eval()
+    x = torch.randint(0, 512, (1, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), hf(x).logits, atol=ATOL, rtol=0)
+
+
+def test_activation_checkpointing_gives_same_gradients(tiny_checkpoint):
+    m = Qwen2.from_pretrained(tiny_checkpoint).train()
+    x = torch.randint(0, 151936, (2, 9))
+    grads = []
+    for ckpt in (False, True):
+        m.zero_grad()
+        m.gradient_checkpointing = ckpt
+        m(x).float().logsumexp(-1).mean().backward()
+        grads.append([p.grad.clone() for p in m.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+# ------------------------------------------------------------------ bad input: one line that says what to do
+
+def test_missing_directory_is_a_clear_error():
+    with pytest.raises(FileNotFoundError, match="model directory ./nowhere not found and not a known name"):
+        Qwen2.from_pretrained("./nowhere")
+
+
+def test_missing_config_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json not found in"):
+        Qwen2.from_pretrained(tmp_path)
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path, tiny_checkpoint):
+    (tiny_checkpoint / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+        Qwen2.from_pretrained(tiny_checkpoint)
+
+
+def test_missing_tensor_is_a_clear_error(tmp_path, tiny_checkpoint):
+    from safetensors.torch import load_file, save_file
+    state = load_file(tiny_checkpoint / "model.safetensors")
+    del state["model.layers.1.mlp.up_proj.weight"]
+    save_file(state, tiny_checkpoint / "model.safetensors")
+    with pytest.raises(ValueError, match="lacks tensor model.layers.1.mlp.up_proj.weight"):
+        Qwen2.from_pretrained(tiny_checkpoint)
+
+
+def test_shape_mismatch_is_a_clear_error(tiny_checkpoint):
+    cfg = json.loads((tiny_checkpoint / "config.json").read_text())
+    cfg["intermediate_size"] = 96
+    (tiny_checkpoint / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"tensor model\.layers\.0\.mlp\.\w+\.weight has shape \(\d+, \d+\) "
+                                         r"but config\.json implies \((96, 32|32, 96)\)"):
+        Qwen2.from_pretrained(tiny_checkpoint)
+
+
+def test_unknown_short_name_is_a_clear_error():
+    with pytest.raises(FileNotFoundError, match="not a known name: pass a Hugging Face model directory or one of "
+                                                "qwen2.5-0.5b"):
+        Qwen2.from_pretrained("qwen9-tiny")
+
+
+def test_known_name_offline_names_the_repo(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    with pytest.raises(FileNotFoundError, match="could not fetch Qwen/Qwen2.5-0.5B .* pass --model DIR"):
+        Qwen2.from_pretrained("qwen2.5-0.5b")

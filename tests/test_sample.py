@@ -1,0 +1,123 @@
+"""The KV-cached sampler against recomputing the full forward pass, and the sampling filters."""
+import pytest
+import torch
+from conftest import write_checkpoint
+
+from model import ModelConfig, Qwen2
+from sample import generate, sample_token
+from tokenizer import Tokenizer
+
+PROMPTS = [[1, 2, 3, 4, 5], [7, 8], [9, 10, 11, 12, 13, 14, 15, 16], [42]]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, rope_theta=10000.0, max_position_embeddings=128)
+    return Qwen2(cfg).eval()
+
+
+def full_forward_logits(model, prompt, completion):
+    """Logits for each completion token from one forward over prompt + completion, no cache, no padding."""
+    seq = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        return model(seq)[0, len(prompt) - 1:-1].float()  # (T, V): position t predicts completion[t]
+
+
+def test_kv_cache_greedy_matches_full_forward(model):
+    out = generate(model, PROMPTS, max_new_tokens=24, temperature=0)
+    for i, p in enumerate(PROMPTS):
+        seq = list(p)
+        for _ in range(24):  # argmax decoding by recomputing everything every step
+            with torch.no_grad():
+                seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+        assert out.tokens[i].tolist() == seq[len(p):], f"prompt {i} diverged"
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logprobs_equal_log_softmax_of_full_forward(model, temperature):
+    out = generate(model, PROMPTS, num_samples=3, max_new_tokens=16, temperature=temperature, seed=0)
+    for r in range(len(PROMPTS) * 3):
+        prompt, completion = PROMPTS[r // 3], out.tokens[r].tolist()
+        logits = full_forward_logits(model, prompt, completion) / temperature
+        want = logits.log_softmax(-1).gather(1, out.tokens[r][:, None])[:, 0]
+        torch.testing.assert_close(out.logprobs[r], want, atol=1e-5, rtol=0)
+
+
+def test_samples_of_one_prompt_share_the_prompt_but_differ(model):
+    out = generate(model, [PROMPTS[0]], num_samples=8, max_new_tokens=12, temperature=1.0, seed=0)
+    assert len({tuple(t.tolist()) for t in out.tokens}) > 1
+
+
+def test_seeded_sampling_is_reproducible(model):
+    a = generate(model, PROMPTS, num_samples=2, max_new_tokens=10, seed=123)
+    b = generate(model, PROMPTS, num_samples=2, max_new_tokens=10, seed=123)
+    c = generate(model, PROMPTS, num_samples=2, max_new_tokens=10, seed=124)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.logprobs, b.logprobs)
+    assert not torch.equal(a.tokens, c.tokens)
+
+
+def test_each_row_stops_at_its_own_eos(model):
+    out = generate(model, PROMPTS, num_samples=4, max_new_tokens=40, temperature=1.5, seed=0, eos_ids={3, 4, 5, 6, 7})
+    ended = [i for i, f in enumerate(out.finish) if f == "eos"]
+    assert ended and len(ended) < len(out.finish)  # some rows stopped early, some ran to the limit
+    for r in range(len(out.finish)):
+        n = int(out.lengths[r])
+        assert (out.tokens[r, n:] == 0).all() and (out.logprobs[r, n:] == 0).all()
+        if out.finish[r] == "eos":
+            assert int(out.tokens[r, n - 1]) in {3, 4, 5, 6, 7}
+            assert not set(out.tokens[r, :n - 1].tolist()) & {3, 4, 5, 6, 7}
+        else:
+            assert n == 40
+
+
+def test_top_k_and_top_p_never_pick_excluded_tokens():
+    torch.manual_seed(0)
+    logits = torch.randn(64, 50) * 3
+    gen = torch.Generator().manual_seed(0)
+    probs = logits.softmax(-1)
+    topk = logits.topk(5, -1).indices
+    # Nucleus set, naively: the most likely tokens, one at a time, until their mass reaches p.
+    nucleus = []
+    for row in probs:
+        order, mass, keep = row.argsort(descending=True), 0.0, []
+        for j in order.tolist():
+            keep.append(j)
+            mass += float(row[j])
+            if mass >= 0.8:
+                break
+        nucleus.append(set(keep))
+    for _ in range(50):
+        tok, _ = sample_token(logits, top_k=5, generator=gen)
+        assert all(int(t) in set(k.tolist()) for t, k in zip(tok, topk))
+        tok, _ = sample_token(logits, top_p=0.8, generator=gen)
+        assert all(int(t) in s for t, s in zip(tok, nucleus))
+
+
+def test_sampling_follows_the_distribution():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2, 0.0]])).expand(20000, 4)
+    tok, logp = sample_token(logits, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(tok, minlength=4).float() / 20000
+    torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.2, 0.0]), atol=0.015, rtol=0)
+    torch.testing.assert_close(logp.exp(), logits.softmax(-1).gather(1, tok[:, None])[:, 0])
+
+
+def test_stop_strings_end_a_row_and_keep_the_stop(tmp_path):
+    path = write_checkpoint(tmp_path / "tiny", num_hidden_layers=1)
+    model, tok = Qwen2.from_pretrained(path).eval(), Tokenizer.from_dir(path)
+    prompt = tok.encode("Once upon a time")
+    free = generate(model, [prompt], num_samples=6, max_new_tokens=20, seed=3, tokenizer=tok)
+    stop = free.texts[0][5:8]  # a string we know sample 0 will produce with this seed
+    out = generate(model, [prompt], num_samples=6, max_new_tokens=20, seed=3, tokenizer=tok, stop=[stop])
+    assert out.finish[0] == "stop"  # the completion ends with the token that completes the stop string:
+    assert stop in out.texts[0] and stop not in tok.decode(out.tokens[0, :out.lengths[0] - 1].tolist())
+    for r in range(6):  # rows are decided one by one: same seed, same sampled tokens up to the cut
+        n = int(out.lengths[r])
+        assert out.tokens[r, :n].tolist() == free.tokens[r, :n].tolist()
+        assert (out.finish[r] == "stop") == (stop in free.texts[r])
+
+
+def test_prompt_longer_than_context_is_a_clear_error(model):
+    with pytest.raises(ValueError, match="prompt of 120 tokens \\+ 20 new tokens exceeds the model's context of 128"):
+        generate(model, [[1] * 120], max_new_tokens=20)
