@@ -1,0 +1,189 @@
+"""Tasks: the benchmark files as lists of examples, plus two seeded generated tasks (countdown and arith).
+
+An example is a dict with `problem`, `answer`, `task` (which accuracy rule rewards.py applies) and task fields.
+
+    load_task("math500")                      # ../shared/data/math500_test.jsonl, task "math"
+    load_task("gsm8k", split="train")         # gsm8k_train.jsonl, task "gsm8k"
+    load_task("countdown", n=1000, seed=0)    # TinyZero's game: numbers + target, answer is an expression
+    load_task("arith", n=1000)                # '3+4*2' -> '11': a task a tiny CPU model can learn
+    load_task("my_data.jsonl")                # any jsonl with "problem" and "answer" on every line
+
+The generated tasks keep train and test apart by a hash of the problem text: test holds the problems whose
+crc32 % 10 == 0, train the rest, so no test problem is ever trained on, whatever n and seed are.
+`arith_trace(example)` writes a short worked solution, '<think>3+4*2=3+8=11</think> <answer>11</answer>', the
+kind of cold-start data (DeepSeek-R1 §2.3.1) that sft.py trains on before RL.
+"""
+import json
+import random
+import zlib
+from fractions import Fraction
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "shared" / "data"  # the repo is checked out beside shared/
+FILES = {  # name -> (file pattern, task for rewards.accuracy_reward)
+    "gsm8k": ("gsm8k_{split}.jsonl", "gsm8k"),
+    "math500": ("math500_test.jsonl", "math"),
+    "aime24": ("aime24_test.jsonl", "math"),
+    "amc23": ("amc23_test.jsonl", "math"),
+}
+GENERATED = ("countdown", "arith")
+NAMES = tuple(FILES) + GENERATED
+
+
+def read_jsonl(path, task="math"):
+    """Examples from a jsonl file; each line a JSON object with string-able "problem" and "answer" fields.
+    A line's own "task" field wins over `task`. A bad line raises ValueError naming file:line."""
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); write one JSON object per line") from None
+            if not isinstance(row, dict) or "problem" not in row or "answer" not in row:
+                raise ValueError(f"{path}:{lineno}: needs an object with 'problem' and 'answer' fields, got "
+                                 f"{sorted(row) if isinstance(row, dict) else type(row).__name__}")
+            if not isinstance(row["problem"], str) or not isinstance(row["answer"], (str, int, float)):
+                raise ValueError(f"{path}:{lineno}: 'problem' must be a string and 'answer' a string or number")
+            examples.append({**row, "answer": str(row["answer"]), "task": row.get("task", task)})
+    return examples
+
+
+def load_task(name_or_path, split="test", n=None, seed=0, data_dir=None, **generator_flags):
+    """Examples of a named task (gsm8k, math500, aime24, amc23, countdown, arith) or a .jsonl path.
+    n keeps the first n examples (generated tasks: how many to make; default 1000); generator_flags go to
+    make_countdown / make_arith (e.g. min_numbers=3, max_numbers=4, max_value=100)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name_or_path in GENERATED:
+        make = make_countdown if name_or_path == "countdown" else make_arith
+        return make(1000 if n is None else n, seed=seed, split=split, **generator_flags)
+    if name_or_path in FILES:
+        pattern, task = FILES[name_or_path]
+        path = Path(data_dir or DATA_DIR) / pattern.format(split=split)
+        if not path.exists():
+            have = "train and test" if "{split}" in pattern else "only a test split"
+            raise FileNotFoundError(f"{path} not found: {name_or_path} has {have}; pass data_dir=<folder with "
+                                    f"the jsonl files> (default ../shared/data)")
+    else:
+        path, task = Path(name_or_path), "math"
+        if path.suffix != ".jsonl" or not path.exists():
+            raise FileNotFoundError(f"unknown dataset {name_or_path!r}: pass one of {', '.join(NAMES)} "
+                                    f"or the path of a .jsonl file with 'problem' and 'answer' fields")
+    examples = read_jsonl(path, task)
+    return examples[:n] if n is not None else examples
+
+
+def _in_split(problem, split):
+    return (zlib.crc32(problem.encode()) % 10 == 0) == (split == "test")
+
+
+def _draw(n, seed, split, make_one):
+    """n distinct problems of one split from a seeded stream (make_one(rng) -> example or None to retry)."""
+    rng, examples, seen = random.Random(f"{seed}"), [], set()
+    for _ in range(200 * n + 1000):
+        if len(examples) == n:
+            return examples
+        ex = make_one(rng)
+        if ex is not None and ex["problem"] not in seen and _in_split(ex["problem"], split):
+            seen.add(ex["problem"])
+            examples.append(ex)
+    raise ValueError(f"could draw only {len(examples)} of {n} distinct {split} problems: widen the number "
+                     f"range or ask for fewer")
+
+
+# ------------------------------------------------------------------------------------------- countdown
+
+
+def make_countdown(n, seed=0, split="train", min_numbers=3, max_numbers=4, min_value=1, max_value=100,
+                   max_target=1000):
+    """Solvable countdown problems: 3-6 numbers drawn from [min_value, max_value], the target the value of a
+    random expression over all of them (exact divisions only, every intermediate and the target whole and
+    positive, target <= max_target). The expression is kept as `solution`."""
+    if not 3 <= min_numbers <= max_numbers <= 6 or not 1 <= min_value <= max_value:
+        raise ValueError("need 3 <= min_numbers <= max_numbers <= 6 and 1 <= min_value <= max_value")
+
+    def make_one(rng):
+        numbers = [rng.randint(min_value, max_value) for _ in range(rng.randint(min_numbers, max_numbers))]
+        terms = [(str(x), Fraction(x)) for x in numbers]
+        while len(terms) > 1:  # combine two random terms until one is left: a random binary tree
+            (a, x), (b, y) = terms.pop(rng.randrange(len(terms))), terms.pop(rng.randrange(len(terms)))
+            op = rng.choice("+-*/")
+            if op == "-" and x < y:
+                (a, x), (b, y) = (b, y), (a, x)
+            if op == "/" and (y == 0 or x % y != 0):
+                op = "+"
+            value = {"+": x + y, "-": x - y, "*": x * y, "/": x / y if y else None}[op]
+            if value is None or value <= 0 or value.denominator != 1:
+                return None
+            terms.append((f"({a} {op} {b})", value))
+        solution, target = terms[0][0][1:-1], int(terms[0][1])
+        if target > max_target or len(numbers) < 2:
+            return None
+        shown = sorted(numbers)
+        problem = (f"Using the numbers {shown}, create an equation that equals {target}. You can use +, -, *, / "
+                   f"and parentheses, and each number at most once. Give the expression in <answer> </answer>.")
+        return {"problem": problem, "answer": str(target), "task": "countdown", "numbers": shown,
+                "target": target, "solution": solution}
+
+    return _draw(n, seed, split, make_one)
+
+
+# ----------------------------------------------------------------------------------------------- arith
+
+
+def make_arith(n, seed=0, split="train", min_ops=1, max_ops=3, max_value=9, parens=0.3):
+    """Short integer expressions over + - * with one-digit numbers (by default), e.g. '3+4*2' or '(7-2)*3'.
+    Every intermediate value is >= 0 so the worked trace never writes a negative number."""
+
+    def make_one(rng):
+        k = rng.randint(min_ops, max_ops)
+        tokens = [str(rng.randint(0, max_value))]
+        for _ in range(k):
+            tokens += [rng.choice("+-*"), str(rng.randint(0, max_value))]
+        if k >= 2 and rng.random() < parens:  # wrap one operation in parentheses
+            i = 2 * rng.randrange(k)
+            tokens = tokens[:i] + ["("] + tokens[i:i + 3] + [")"] + tokens[i + 3:]
+        steps = _reduce_steps(tokens)
+        if steps is None:
+            return None
+        return {"problem": "".join(tokens), "answer": steps[-1][0], "task": "arith"}
+
+    return _draw(n, seed, split, make_one)
+
+
+def _reduce_steps(tokens):
+    """Token lists after each single operation: the innermost parentheses first, then * left to right, then
+    + and - left to right. None if a step goes negative."""
+    steps = []
+    while len(tokens) > 1:
+        lo, hi = 0, len(tokens)
+        if "(" in tokens:
+            lo = max(i for i, t in enumerate(tokens) if t == "(") + 1
+            hi = tokens.index(")", lo)
+            if hi - lo == 1:  # '(7)' -> '7'
+                tokens = tokens[:lo - 1] + [tokens[lo]] + tokens[hi + 1:]
+                continue
+        inner = tokens[lo:hi]
+        j = lo + (inner.index("*") if "*" in inner else 1)  # the operator to apply now
+        a, op, b = int(tokens[j - 1]), tokens[j], int(tokens[j + 1])
+        value = a * b if op == "*" else a + b if op == "+" else a - b
+        if value < 0:
+            return None
+        tokens = tokens[:j - 1] + [str(value)] + tokens[j + 2:]
+        if len(tokens) >= 3 and tokens[j - 2] == "(" and tokens[j] == ")":
+            tokens = tokens[:j - 2] + [tokens[j - 1]] + tokens[j + 1:]
+        steps.append(tokens)
+    return steps or [tokens]
+
+
+def arith_trace(example):
+    """'<think>3+4*2=3+8=11</think> <answer>11</answer>' for {'problem': '3+4*2', ...}."""
+    tokens = [t for t in example["problem"].replace("(", " ( ").replace(")", " ) ").replace("+", " + ")
+              .replace("-", " - ").replace("*", " * ").split()]
+    chain = [example["problem"]] + ["".join(step) for step in _reduce_steps(tokens)]
+    if chain[-1] == chain[0]:
+        chain = chain[:1]
+    return f"<think>{'='.join(chain)}</think> <answer>{chain[-1]}</answer>"
