@@ -78,12 +78,9 @@ def extract_answer(text, last_number=False):
     open_ = text.rfind("<answer>", 0, close) if close >= 0 else -1
     if open_ >= 0:
         inner = text[open_ + len("<answer>"):close]
-        boxed = _last_boxed(inner)
-        return (inner if boxed is None else boxed).strip()
+        return (_last_boxed(inner) or inner).strip()
     boxed = _last_boxed(text)
-    if boxed is not None:
-        return boxed.strip()
-    return _last_number(text) if last_number else None
+    return boxed.strip() if boxed is not None else _last_number(text) if last_number else None
 
 # -------------------------------------------------------------------------------------- normalisation
 
@@ -213,10 +210,8 @@ class _Arith:
             return value
         if not self.exact and tok == "\\frac":
             return self.primary() / self.primary()
-        if not self.exact and tok == "\\sqrt":
-            return math.sqrt(self.primary())
-        if not self.exact and tok == "\\pi":
-            return math.pi
+        if not self.exact and tok in ("\\sqrt", "\\pi"):
+            return math.sqrt(self.primary()) if tok == "\\sqrt" else math.pi
         raise ValueError(f"unexpected {tok!r}")
 
 def _value(s):
@@ -233,31 +228,28 @@ def _value(s):
 # ------------------------------------------------------------------------------------ equivalence
 
 def _split_top(s, seps):
-    """Split s at separator characters that sit outside every bracket."""
+    """Split s at separator characters outside every bracket; None if a bracket closes that never opened."""
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(s):
         depth += (ch in "([{") - (ch in ")]}")
+        if depth < 0:
+            return None
         if depth == 0 and ch in seps:
             parts.append(s[start:i])
             start = i + 1
     return parts + [s[start:]]
 
 def _items(s):
-    """('(', ']', ['3','4']) for '(3,4]'; ('', '', ['1','-2']) for the bare list '1,-2'."""
-    depth, enclosed = 0, len(s) >= 2 and s[0] in "([{" and s[-1] in ")]}"
-    for ch in s[:-1] if enclosed else "":  # do the first and last brackets enclose all of s?
-        depth += (ch in "([{") - (ch in ")]}")
-        enclosed = enclosed and depth > 0
-    if enclosed:
-        return s[0], s[-1], _split_top(s[1:-1], ",")
-    return "", "", _split_top(s, ",")
+    """('(', ']', ['3','4']) for '(3,4]'; ('', '', ['1','-2']) for the bare list '1,-2' and for '(1,2),(3,4)'."""
+    inner = _split_top(s[1:-1], ",") if len(s) >= 2 and s[0] in "([{" and s[-1] in ")]}" else None
+    return (s[0], s[-1], inner) if inner else ("", "", _split_top(s, ",") or [s])
 
 def _equivalent(p, g, depth=0):
     if p == g:
         return True
     if depth > 3 or not p or not g:
         return False
-    pu, gu = _split_top(p, "∪"), _split_top(g, "∪")  # unions of intervals: piece by piece, in order
+    pu, gu = _split_top(p, "∪") or [p], _split_top(g, "∪") or [g]  # unions of intervals: piece by piece, in order
     if len(pu) > 1 or len(gu) > 1:
         return len(pu) == len(gu) and all(_equivalent(a, b, depth + 1) for a, b in zip(pu, gu))
     (po, pc, pi), (go, gc, gi) = _items(p), _items(g)
@@ -292,8 +284,7 @@ def _plain_number(s):
 def format_reward(completion, example=None, strict=True):
     """1.0 for exactly one <think>…</think> followed by one non-empty <answer>…</answer>, else 0.0.
     strict (default): nothing but whitespace outside the tags; lenient: any text before and after."""
-    counts = [completion.count(t) for t in TAGS]
-    if counts != [1, 1, 1, 1]:
+    if any(completion.count(t) != 1 for t in TAGS):
         return 0.0
     a, b, c, d = (completion.find(t) for t in TAGS)
     if not a < b < c < d or not completion[c + len("<answer>"):d].strip():
@@ -333,13 +324,11 @@ _LATIN = r"A-Za-z\u00c0-\u024f"
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
 _SCRIPTS = {"latin": re.compile(f"[{_LATIN}]+"), "cjk": re.compile(f"[{_CJK}]"),  # one CJK character ~ one word
             "other": re.compile(rf"[^\W\d_{_LATIN}{_CJK}]+")}
-
 LANGUAGE_WINDOWS, LANGUAGE_WINDOW_CHARS = 16, 4096  # longer thinking is sampled in evenly spaced windows
 
 def _word_counts(text):
     """Words per script; beyond 64k characters an estimate from 16 evenly spaced 4k windows (bounded time)."""
-    span = LANGUAGE_WINDOWS * LANGUAGE_WINDOW_CHARS
-    if len(text) > span:
+    if len(text) > LANGUAGE_WINDOWS * LANGUAGE_WINDOW_CHARS:
         step = (len(text) - LANGUAGE_WINDOW_CHARS) // (LANGUAGE_WINDOWS - 1)
         text = " ".join(text[i * step:i * step + LANGUAGE_WINDOW_CHARS] for i in range(LANGUAGE_WINDOWS))
     return {name: sum(1 for _ in pattern.finditer(text)) for name, pattern in _SCRIPTS.items()}
