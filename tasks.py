@@ -63,10 +63,11 @@ def load_task(name_or_path, split="test", n=None, seed=0, data_dir=None, **gener
     if name_or_path in FILES:
         pattern, task = FILES[name_or_path]
         path = Path(data_dir or DATA_DIR) / pattern.format(split=split)
+        if "{split}" not in pattern and split != "test":
+            raise FileNotFoundError(f"{name_or_path} has only a test split: pass split='test'")
         if not path.exists():
-            have = "train and test" if "{split}" in pattern else "only a test split"
-            raise FileNotFoundError(f"{path} not found: {name_or_path} has {have}; pass data_dir=<folder with "
-                                    f"the jsonl files> (default ../shared/data)")
+            raise FileNotFoundError(f"{path} not found: pass data_dir=<folder with the jsonl files> "
+                                    f"(default ../shared/data)")
     else:
         path, task = Path(name_or_path), "math"
         if path.suffix != ".jsonl" or not path.exists():
