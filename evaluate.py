@@ -97,8 +97,9 @@ def format_table(summary, title="eval"):
     """A two-row markdown table: the metric names and their values (percent for rates)."""
     keys = [k for k in summary if k not in ("problems", "samples", "seconds")]
     cell = lambda k: f"{summary[k]:.1f}" if k == "mean_tokens" else f"{100 * summary[k]:.1f}"
-    head = f"| {title} ({summary['problems']} problems x {summary['samples']} samples) | " + " | ".join(keys) + " |"
-    return "\n".join([head, "|" + "---|" * (len(keys) + 1), "| % | " + " | ".join(cell(k) for k in keys) + " |"])
+    head = f"| {title}: {summary['problems']} problems x {summary['samples']} samples | " + " | ".join(keys) + " |"
+    row = "| rates in %, length in tokens | " + " | ".join(cell(k) for k in keys) + " |"
+    return "\n".join([head, "|" + "---|" * (len(keys) + 1), row])
 
 
 def evaluate(model, tokenizer, examples, num_samples=16, temperature=0.6, top_p=0.95, max_new_tokens=4096,
