@@ -63,11 +63,11 @@ def _last_boxed(text):
         end = i
     return None
 
-_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+", re.ASCII)  # ASCII: '٣' or '²' is no digit
+_NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+", re.ASCII)  # ASCII: '٣', '²' are no digits
 
-def _last_number(text):
+def _last_number(text):  # '-$1,234.50' -> '-1234.50'
     found = _NUMBER.findall(text[-TAIL_CHARS:])
-    return found[-1].replace(",", "") if found else None
+    return found[-1].replace(",", "").replace("$", "") if found else None
 
 def extract_answer(text, last_number=False):
     """The last <answer>…</answer> (a \\boxed{} inside it wins), else the last \\boxed{…}, else (GSM8K-style tasks,

@@ -137,6 +137,7 @@ def test_extract_answer(text, expected):
     ("So she makes 9 * 2 = $18 a day. The answer is 18.", "18"),
     ("The answer is $1,234.00.", "1234.00"),
     ("Temperature drops to -10 degrees", "-10"),
+    ("The answer is -$10.", "-10"),  # the sign before the dollar sign counts
     ("no number here", None),
 ])
 def test_extract_answer_last_number_fallback(text, expected):
@@ -300,3 +301,13 @@ def test_random_completions_never_raise():
         for ex in EXAMPLES:
             for reward in (accuracy_reward, format_reward, language_reward):
                 assert 0.0 <= reward(completion, ex) <= 1.0
+
+
+def test_real_benchmarks_subset():
+    """The fast part of bench/rewards_check.py (the full run's figures are in docs/rewards_measurements.md)."""
+    from bench.rewards_check import gsm8k_check, math500_check
+    from tasks import load_task
+    gsm = gsm8k_check(load_task("gsm8k", data_dir=DATA)[:200])
+    assert gsm["gold_scores_1"] == 1.0 and gsm["gold_plus_1_scores_0"] == 1.0, gsm["failures"]
+    m = math500_check(load_task("math500", data_dir=DATA)[:100], reps=5, seed=0)
+    assert m["self_match"] >= 0.99 and m["cross_match"] <= 0.01 and m["false_cross_match"] == 0.0, m["misses"]
