@@ -11,8 +11,8 @@ correctness over those k samples (greedy decoding makes long reasoning loop and 
   (rewards.answers_match against each class's first member, in sample order); the largest class wins and the
   problem counts as solved if that answer is right. Ties go to the class whose first member came earliest
   (lowest sample index), so the result never depends on hashing or sort order; samples without an answer vote
-  for nothing. For countdown the "answer" is the expression, so maj@k there is the share of problems where the
-  most frequent expression is right.
+  for nothing. For countdown the "answer" is the expression and expressions group by value, so there the first
+  expression of the winning class decides whether the problem counts as solved.
 """
 import json
 import time
@@ -103,7 +103,7 @@ def format_table(summary, title="eval"):
 
 
 def evaluate(model, tokenizer, examples, num_samples=16, temperature=0.6, top_p=0.95, max_new_tokens=4096,
-             batch_size=32, out_path=None, seed=0, chat=False, ks=None, generate=None, prompt_fn=None):
+             batch_size=32, out_path=None, seed=0, chat=False, ks=None, title="eval", generate=None, prompt_fn=None):
     """Sample num_samples completions per example, score them, write one JSON line per problem to out_path
     (if given) and return the summary dict (also printed as a table). batch_size counts prompts per generate
     call (so batch_size * num_samples rows); generate and prompt_fn default to sample.generate and
@@ -138,5 +138,5 @@ def evaluate(model, tokenizer, examples, num_samples=16, temperature=0.6, top_p=
             out.close()
     summary = summarize(records)
     summary["seconds"] = time.time() - start
-    print(format_table(summary))
+    print(format_table(summary, title))
     return summary

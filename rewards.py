@@ -112,7 +112,7 @@ def normalize_answer(s):
     """Canonical string form of a final answer: '\\left( \\dfrac{1}{2}, 3 \\right)' -> '(\\frac{1}{2},3)'."""
     s = _DROP.sub("", _unwrap(s.strip()))
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\{", "{").replace("\\}", "}")
-    s = s.replace("\\cup", "∪").replace("\\infty", "∞")
+    s = s.replace("\\cup", "∪").replace("\\infty", "∞").replace("{,}", ",")  # 1{,}000 is 1,000
     # LaTeX shorthands: \frac12 = \frac{1}{2}, \frac1{10}, \frac{270}7, \sqrt2 = \sqrt{2} (one digit, as TeX reads it)
     s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)
     s = re.sub(r"\\frac(\d)(?=\{)", r"\\frac{\1}", s)
