@@ -324,10 +324,10 @@ _LATIN = r"A-Za-z\u00c0-\u024f"
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
 _SCRIPTS = {"latin": re.compile(f"[{_LATIN}]+"), "cjk": re.compile(f"[{_CJK}]"),  # one CJK character ~ one word
             "other": re.compile(rf"[^\W\d_{_LATIN}{_CJK}]+")}
-LANGUAGE_WINDOWS, LANGUAGE_WINDOW_CHARS = 16, 4096  # longer thinking is sampled in evenly spaced windows
+LANGUAGE_WINDOWS, LANGUAGE_WINDOW_CHARS = 16, 2048  # longer thinking is sampled in evenly spaced windows
 
 def _word_counts(text):
-    """Words per script; beyond 64k characters an estimate from 16 evenly spaced 4k windows (bounded time)."""
+    """Words per script; beyond 32k characters an estimate from 16 evenly spaced 2k windows (bounded time)."""
     if len(text) > LANGUAGE_WINDOWS * LANGUAGE_WINDOW_CHARS:
         step = (len(text) - LANGUAGE_WINDOW_CHARS) // (LANGUAGE_WINDOWS - 1)
         text = " ".join(text[i * step:i * step + LANGUAGE_WINDOW_CHARS] for i in range(LANGUAGE_WINDOWS))

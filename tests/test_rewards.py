@@ -232,6 +232,12 @@ def test_language_reward_share_of_prompt_script():
     assert language_reward("no think block", english) == 0.0
 
 
+def test_language_reward_on_long_thinking_is_a_close_estimate():  # past 32k characters it samples windows
+    english = {"problem": "What is two plus two?"}
+    long_mixed = "<think>" + "two plus two 四 " * 20_000 + "</think>"
+    assert language_reward(long_mixed, english) == pytest.approx(0.75, abs=0.01)
+
+
 def test_combined_reward_language_off_by_default():
     ex = {"problem": "What is 2+2?", "answer": "4", "task": "math"}
     good = "<think>two and two 是四</think> <answer>4</answer>"
