@@ -22,8 +22,8 @@ Choices (and where they depart from a reference):
 3. answers_match is self-contained (sympy is not a runtime dependency): string equality after normalisation,
    then tuples/intervals/sets element by element, then numeric equality (relative tolerance 1e-9) of expressions
    built from numbers, + - * / ^, \\frac, \\sqrt and \\pi. Symbolic equality (x+1 vs 1+x) is not attempted.
-4. GSM8K and the synthetic `arith` task compare *plain numbers* only: "<answer>3+4*2</answer>" must not earn the
-   reward by copying the question, so the answer (or its last number) is read as a number, not evaluated.
+4. GSM8K and the synthetic `arith` task compare *plain numbers*, not expressions, so copying the question
+   ("<answer>3+4*2</answer>") earns nothing; only GSM8K falls back to the last number (its answers are sentences).
 5. Language consistency (§2.3.3) is the share of words in the <think> block written in the problem's script
    (Latin vs CJK vs other); it is off by default (`combined_reward(..., language_weight=0.0)`): the paper adds it
    only in the later stage and notes it costs a little accuracy.
@@ -313,11 +313,11 @@ def accuracy_reward(completion, example):
     if task == "countdown":
         return float(countdown_verify(extract_answer(completion), example["numbers"], example["target"]))
     if task in ("gsm8k", "arith"):  # plain numbers, compared exactly: '$1,234.00' == '1234'
-        pred, gold = extract_answer(completion, last_number=True), _plain_number(str(example["answer"]))
+        pred = extract_answer(completion, last_number=task == "gsm8k")
+        if task == "gsm8k" and pred is not None and _plain_number(pred) is None:  # '<answer>She earns $18.</answer>'
+            pred = _last_number(pred)
         value = _plain_number(pred)
-        if value is None and pred is not None:  # '<answer>She earns $18.</answer>': its last number
-            value = _plain_number(_last_number(pred))
-        return float(value is not None and value == gold)
+        return float(value is not None and value == _plain_number(str(example["answer"])))
     return float(answers_match(extract_answer(completion), str(example["answer"])))
 
 _LATIN = r"A-Za-z\u00c0-\u024f"

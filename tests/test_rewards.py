@@ -210,6 +210,9 @@ def test_accuracy_reward_per_task():
     arith = {"problem": "3+4*2", "answer": "11", "task": "arith"}
     assert accuracy_reward("<think>3+4*2=3+8=11</think> <answer>11</answer>", arith) == 1.0
     assert accuracy_reward("<answer>3+4*2</answer>", arith) == 0.0  # copying the question earns nothing
+    seven = {"problem": "0+7", "answer": "7", "task": "arith"}  # ... even where its last number is the answer
+    assert accuracy_reward("<answer>0+7</answer>", seven) == 0.0 and accuracy_reward("0+7", seven) == 0.0
+    assert accuracy_reward("<answer>7</answer>", seven) == 1.0 and accuracy_reward("\\boxed{7}", seven) == 1.0
     math = {"problem": "?", "answer": "\\frac{1}{2}", "task": "math"}
     assert accuracy_reward("<think>…</think> <answer>\\dfrac12</answer>", math) == 1.0
     assert accuracy_reward("... so \\boxed{0.5}", math) == 1.0
