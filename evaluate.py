@@ -61,7 +61,7 @@ def default_ks(n):
 def score_problem(example, completions, ks=None):
     """Per-problem record: each completion's answer, accuracy and format, plus pass@k and the majority answer."""
     task = example.get("task", "math")
-    answers = [rewards.extract_answer(c, last_number=task == "gsm8k") for c in completions]
+    answers = [rewards.final_answer(c, task) for c in completions]
     correct = [rewards.accuracy_reward(c, example) for c in completions]
     n, c = len(completions), int(sum(correct))
     majority, first = majority_vote(answers)

@@ -72,8 +72,6 @@ def _last_number(text):  # '-$1,234.50' -> '-1234.50'
 def extract_answer(text, last_number=False):
     """The last <answer>…</answer> (a \\boxed{} inside it wins), else the last \\boxed{…}, else (GSM8K-style tasks,
     last_number=True) the last number in the text, else None."""
-    if not isinstance(text, str):
-        return None
     close = text.rfind("</answer>")
     open_ = text.rfind("<answer>", 0, close) if close >= 0 else -1
     if open_ >= 0:
@@ -216,9 +214,7 @@ class _Arith:
 
 def _value(s):
     """Float value of a normalised numeric answer, or None (text, symbols, overflow, division by zero)."""
-    mixed = re.fullmatch(r"(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}", s)  # 1\frac{4}{5} is one and four fifths
-    if mixed:
-        s = f"{mixed[1]}({mixed[2]}+{mixed[3]}/{mixed[4]})"
+    s = re.sub(r"^(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}$", r"\1(\2+\3/\4)", s)  # 1\frac{4}{5} is one and four fifths
     try:
         value = float(_Arith(s, exact=False).parse())
     except (ValueError, ArithmeticError, TypeError):  # OverflowError and ZeroDivisionError are ArithmeticErrors
@@ -289,10 +285,8 @@ def format_reward(completion, example=None, strict=True):
     a, b, c, d = (completion.find(t) for t in TAGS)
     if not a < b < c < d or not completion[c + len("<answer>"):d].strip():
         return 0.0
-    if strict and (completion[:a].strip() or completion[b + len("</think>"):c].strip()
-                   or completion[d + len("</answer>"):].strip()):
-        return 0.0
-    return 1.0
+    outside = completion[:a] + completion[b + len("</think>"):c] + completion[d + len("</answer>"):]
+    return float(not strict or not outside.strip())
 
 def countdown_verify(expression, numbers, target):
     """Does the arithmetic expression use only the given numbers (each at most once) and equal target exactly?
@@ -307,18 +301,23 @@ def countdown_verify(expression, numbers, target):
     unavailable = Counter(parser.numbers) - Counter(numbers)  # numbers not given, or used more often than given
     return bool(parser.numbers) and not unavailable and value == target
 
+def final_answer(completion, task="math"):
+    """The answer a task's accuracy rule reads: extract_answer, and for GSM8K the last number as a fallback."""
+    pred = extract_answer(completion, last_number=task == "gsm8k")
+    if task == "gsm8k" and pred is not None and _plain_number(pred) is None:  # '<answer>She earns $18.</answer>'
+        pred = _last_number(pred)
+    return pred
+
 def accuracy_reward(completion, example):
     """1.0 if the completion's final answer is right for example["task"], else 0.0."""
     task = example.get("task", "math")
+    pred = final_answer(completion, task)
     if task == "countdown":
-        return float(countdown_verify(extract_answer(completion), example["numbers"], example["target"]))
+        return float(countdown_verify(pred, example["numbers"], example["target"]))
     if task in ("gsm8k", "arith"):  # plain numbers, compared exactly: '$1,234.00' == '1234'
-        pred = extract_answer(completion, last_number=task == "gsm8k")
-        if task == "gsm8k" and pred is not None and _plain_number(pred) is None:  # '<answer>She earns $18.</answer>'
-            pred = _last_number(pred)
         value = _plain_number(pred)
         return float(value is not None and value == _plain_number(str(example["answer"])))
-    return float(answers_match(extract_answer(completion), str(example["answer"])))
+    return float(answers_match(pred, str(example["answer"])))
 
 _LATIN = r"A-Za-z\u00c0-\u024f"
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
