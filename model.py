@@ -160,14 +160,13 @@ def decode_attention_ref(q, k_cache, v_cache, lengths, start=None):
     return out[:, :, 0]
 
 
-class KVCache(nn.Module):
+class KVCache:
     """A static, preallocated cache: (L, B, K, S, D) keys and values, written slot by slot while decoding."""
 
     def __init__(self, config, batch_size, max_len, device, dtype):
-        super().__init__()
         shape = (config.num_hidden_layers, batch_size, config.num_key_value_heads, max_len, config.head_dim)
-        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
 
     def update(self, layer, slots, k, v):
         """Write k/v (b, K, T, D) into cache slots (T,). When b < B (a prompt prefilled once for G samples),

@@ -67,15 +67,31 @@ def sample_token(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
     return tok, logp.gather(1, tok[:, None])[:, 0]
 
 
+def decode_forward(model, tok, slot, start, cache):
+    """tok (N, 1) written to cache slot (1,) -> next-token logits (N, V) fp32."""
+    h = model(tok, start=start, cache=cache, slots=slot, return_hidden=True)
+    return model.lm_head(h[:, -1]).float()
+
+
+_compiled_decode = None  # torch.compile of decode_forward, built once and reused by every generate call
+
+
 class DecodeStep:
     """One decode step over the cache: (N,) tokens written to `slot` -> next-token logits (N, V) fp32.
-    With cuda_graph=True the step is captured once and replayed with the same input/output buffers."""
+    With cuda_graph=True the step is captured once and replayed with the same input/output buffers; with
+    compile=True it is first fused by torch.compile (fewer, larger kernels: RMSNorm, RoPE, SwiGLU)."""
 
-    def __init__(self, model, cache, start, cuda_graph):
+    def __init__(self, model, cache, start, first_slot, cuda_graph, compile=False):
+        global _compiled_decode
+        if compile and _compiled_decode is None:
+            _compiled_decode = torch.compile(decode_forward, dynamic=False)  # one compile per (N, S) shape
+        self.fn = _compiled_decode if compile else decode_forward
         self.model, self.cache, self.start = model, cache, start
         N, dev = cache.k.shape[1], cache.k.device
         self.tok = torch.zeros(N, 1, dtype=torch.long, device=dev)
-        self.slot = torch.zeros(1, dtype=torch.long, device=dev)
+        # The warm-up runs below really write the cache: aim them at the first decode slot, which the first real
+        # step overwrites anyway (slot 0 would clobber the prompt).
+        self.slot = torch.full((1,), first_slot, dtype=torch.long, device=dev)
         self.graph = None
         if cuda_graph:
             stream = torch.cuda.Stream()
@@ -89,8 +105,7 @@ class DecodeStep:
                 self.logits = self._forward()
 
     def _forward(self):
-        h = self.model(self.tok, start=self.start, cache=self.cache, slots=self.slot, return_hidden=True)
-        return self.model.lm_head(h[:, -1]).float()
+        return self.fn(self.model, self.tok, self.slot, self.start, self.cache)
 
     def __call__(self, tok, slot):
         self.tok.copy_(tok[:, None])
@@ -103,7 +118,7 @@ class DecodeStep:
 
 @torch.no_grad()
 def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1.0, top_p=1.0, top_k=0,
-             eos_ids=(), stop=(), tokenizer=None, seed=None, cuda_graph=None, on_step=None):
+             eos_ids=(), stop=(), tokenizer=None, seed=None, cuda_graph=None, compile=False, on_step=None):
     """prompts: list of token-id lists. Row i*num_samples+g of the result is prompt i's g-th sample."""
     cfg, dev = model.config, model.lm_head.weight.device
     P, G = len(prompts), num_samples
@@ -122,13 +137,16 @@ def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1
     idx = idx.to(dev)
     start = torch.tensor([Tp - len(p) for p in prompts], device=dev)  # (P,)
 
-    cache = KVCache(cfg, N, Tp + max_new_tokens, dev, model.lm_head.weight.dtype)
+    # Cache length rounded up to a multiple of 256 so that calls with similar lengths share one shape (a compiled
+    # decode step is then reused, not recompiled); masks and kernels only ever read the slots written so far.
+    S = min(-(-(Tp + max_new_tokens) // 256) * 256, cfg.max_position_embeddings)
+    cache = KVCache(cfg, N, S, dev, model.lm_head.weight.dtype)
     h = model(idx, start=start, cache=cache, slots=torch.arange(Tp, device=dev), return_hidden=True)
     logits = model.lm_head(h[:, -1]).float().repeat_interleave(G, 0)  # (N, V)
     start = start.repeat_interleave(G)  # (N,)
     if cuda_graph is None:
         cuda_graph = dev.type == "cuda"
-    step = DecodeStep(model, cache, start, cuda_graph) if max_new_tokens > 1 else None
+    step = DecodeStep(model, cache, start, Tp, cuda_graph, compile) if max_new_tokens > 1 else None
 
     tokens = torch.zeros(N, max_new_tokens, dtype=torch.long, device=dev)
     logprobs = torch.zeros(N, max_new_tokens, device=dev)
@@ -201,6 +219,7 @@ def main():
     p.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: bf16 on cuda, fp32 on cpu)")
     p.add_argument("--no-kernels", action="store_true", help="PyTorch reference attention instead of Triton")
     p.add_argument("--no-cuda-graph", action="store_true", help="launch every decode step eagerly")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow first call)")
     args = p.parse_args()
     if (args.prompt is None) == (args.eval is None):
         p.error("pass exactly one of --prompt or --eval")
@@ -214,7 +233,7 @@ def main():
     chat = template in ("chat", "r1-chat")
     sampling = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
                     max_new_tokens=args.max_new_tokens, eos_ids=tok.eos_ids, tokenizer=tok,
-                    cuda_graph=device.type == "cuda" and not args.no_cuda_graph)
+                    cuda_graph=device.type == "cuda" and not args.no_cuda_graph, compile=args.compile)
     if args.eval:
         from evaluate import run_eval
         run_eval(model, tok, args.eval, num_samples=args.num_samples, chat=chat, limit=args.limit,
