@@ -3,7 +3,7 @@
 DeepSeek-R1 §3 samples k responses per problem at temperature 0.6 and top-p 0.95 and reports pass@1 as the mean
 correctness over those k samples (greedy decoding makes long reasoning loop and vary across checkpoints).
 
-    python sample.py --model X --eval math500 --num-samples 16    # sample.py's CLI calls evaluate() below
+    python sample.py --model X --eval math500 --num-samples 16    # sample.py's CLI calls run_eval() below
 
 - pass@k: the unbiased estimator of Chen et al. 2021 (Codex, eq. 1): with n samples of which c are correct,
   pass@k = 1 - C(n-c, k) / C(n, k), computed as a running product so large n never overflows.
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import rewards
+from tasks import load_task
 
 
 def pass_at_k(n, c, k):
@@ -103,17 +104,20 @@ def format_table(summary, title="eval"):
 
 
 def evaluate(model, tokenizer, examples, num_samples=16, temperature=0.6, top_p=0.95, max_new_tokens=4096,
-             batch_size=32, out_path=None, seed=0, chat=False, ks=None, title="eval", generate=None, prompt_fn=None):
+             batch_size=32, out_path=None, seed=0, chat=False, ks=None, title="eval", generate=None, prompt_fn=None,
+             **generate_kwargs):
     """Sample num_samples completions per example, score them, write one JSON line per problem to out_path
     (if given) and return the summary dict (also printed as a table). batch_size counts prompts per generate
     call (so batch_size * num_samples rows); generate and prompt_fn default to sample.generate and
-    tokenizer.r1_zero_prompt, imported here so this module loads without the model code."""
+    tokenizer.r1_zero_prompt, imported here so this module loads without the model code. Other keyword arguments
+    (top_k, cuda_graph, eos_ids, ...) go to generate; generation stops at "</answer>" and the tokenizer's EOS."""
     from tqdm import tqdm
     if generate is None:
         from sample import generate
     if prompt_fn is None:
         from tokenizer import r1_zero_prompt as prompt_fn
-    stop, start, records = ("</answer>",), time.time(), []
+    generate_kwargs = {"eos_ids": tuple(tokenizer.eos_ids), "stop": ("</answer>",), **generate_kwargs}
+    start, records = time.time(), []
     if out_path:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     out = open(out_path, "w", encoding="utf-8") if out_path else None
@@ -122,8 +126,8 @@ def evaluate(model, tokenizer, examples, num_samples=16, temperature=0.6, top_p=
             batch = examples[b:b + batch_size]
             prompts = [tokenizer.encode(prompt_fn(ex["problem"], chat=chat)) for ex in batch]
             gen = generate(model, prompts, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                           temperature=temperature, top_p=top_p, eos_ids=tuple(tokenizer.eos_ids), stop=stop,
-                           tokenizer=tokenizer, seed=None if seed is None else seed + b)
+                           temperature=temperature, top_p=top_p, tokenizer=tokenizer,
+                           seed=None if seed is None else seed + b, **generate_kwargs)
             for i, ex in enumerate(batch):
                 rows = range(i * num_samples, (i + 1) * num_samples)  # row i*num_samples+g = prompt i, sample g
                 texts = [gen.texts[r] for r in rows]
@@ -140,3 +144,14 @@ def evaluate(model, tokenizer, examples, num_samples=16, temperature=0.6, top_p=
     summary["seconds"] = time.time() - start
     print(format_table(summary, title))
     return summary
+
+
+def run_eval(model, tok, name, limit=None, out_path=None, temperature=None, top_p=None, **kwargs):
+    """`python sample.py --eval NAME`: a dataset name (tasks.NAMES) or .jsonl path, its first `limit` problems,
+    sampled at the paper's settings unless told otherwise (temperature 0.6, top-p 0.95); per-problem results go
+    to out_path (default eval_<name>.jsonl). Other keyword arguments go to evaluate() and on to generate."""
+    kwargs.pop("tokenizer", None)  # evaluate passes `tok` itself
+    title = Path(name).stem
+    return evaluate(model, tok, load_task(name, n=limit), temperature=0.6 if temperature is None else temperature,
+                    top_p=0.95 if top_p is None else top_p, out_path=out_path or f"eval_{title}.jsonl", title=title,
+                    **kwargs)

@@ -109,3 +109,26 @@ def test_evaluate_end_to_end_with_fake_generate(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in rows] == [0, 1, 2, 3, 4]
     assert rows[3]["predictions"] == ["3", "3", "4", "4"] and rows[3]["correct"] == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_run_eval_uses_the_paper_settings_and_passes_generate_options_through(tmp_path):
+    """run_eval is what `python sample.py --eval NAME` calls, with the CLI's sampling options as keywords."""
+    from evaluate import run_eval
+    seen = {}
+
+    def generate(model, prompts, *, num_samples, tokenizer, **kw):
+        seen.update(kw, rows=len(prompts) * num_samples)
+        texts = ["<think>t</think> <answer>204</answer>"] * (len(prompts) * num_samples)
+        N = len(texts)
+        return _FakeGeneration(torch.zeros(N, 1, dtype=torch.long), torch.ones(N), torch.zeros(N, 1), ["stop"] * N,
+                               texts)
+
+    out = tmp_path / "aime.jsonl"
+    summary = run_eval(None, _FakeTokenizer(), "aime24", limit=2, out_path=out, num_samples=3, batch_size=8,
+                       temperature=None, top_p=None, top_k=5, seed=1, max_new_tokens=16, eos_ids={9},
+                       tokenizer=_FakeTokenizer(), cuda_graph=False, generate=generate,
+                       prompt_fn=lambda problem, chat=False: problem)
+    assert seen["temperature"] == 0.6 and seen["top_p"] == 0.95 and seen["top_k"] == 5 and seen["eos_ids"] == {9}
+    assert seen["cuda_graph"] is False and seen["max_new_tokens"] == 16 and seen["rows"] == 6
+    assert summary["problems"] == 2 and summary["pass@1"] == 0.5  # AIME 2024's first answer is 204, the second not
+    assert len(out.read_text().splitlines()) == 2
