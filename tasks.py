@@ -16,7 +16,6 @@ kind of cold-start data (DeepSeek-R1 §2.3.1) that sft.py trains on before RL.
 import json
 import random
 import zlib
-from fractions import Fraction
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "shared" / "data"  # the repo is checked out beside shared/
@@ -83,7 +82,7 @@ def _in_split(problem, split):
 
 def _draw(n, seed, split, make_one):
     """n distinct problems of one split from a seeded stream (make_one(rng) -> example or None to retry)."""
-    rng, examples, seen = random.Random(f"{seed}"), [], set()
+    rng, examples, seen = random.Random(seed), [], set()
     for _ in range(200 * n + 1000):
         if len(examples) == n:
             return examples
@@ -108,20 +107,20 @@ def make_countdown(n, seed=0, split="train", min_numbers=3, max_numbers=4, min_v
 
     def make_one(rng):
         numbers = [rng.randint(min_value, max_value) for _ in range(rng.randint(min_numbers, max_numbers))]
-        terms = [(str(x), Fraction(x)) for x in numbers]
+        terms = [(str(x), x) for x in numbers]
         while len(terms) > 1:  # combine two random terms until one is left: a random binary tree
             (a, x), (b, y) = terms.pop(rng.randrange(len(terms))), terms.pop(rng.randrange(len(terms)))
             op = rng.choice("+-*/")
             if op == "-" and x < y:
                 (a, x), (b, y) = (b, y), (a, x)
-            if op == "/" and (y == 0 or x % y != 0):
+            if op == "/" and x % y:  # exact divisions only: every intermediate stays a whole number
                 op = "+"
-            value = {"+": x + y, "-": x - y, "*": x * y, "/": x / y if y else None}[op]
-            if value is None or value <= 0 or value.denominator != 1:
+            value = x + y if op == "+" else x - y if op == "-" else x * y if op == "*" else x // y
+            if value <= 0:  # a zero would make a later division undefined
                 return None
             terms.append((f"({a} {op} {b})", value))
-        solution, target = terms[0][0][1:-1], int(terms[0][1])
-        if target > max_target or len(numbers) < 2:
+        solution, target = terms[0][0][1:-1], terms[0][1]
+        if target > max_target:
             return None
         shown = sorted(numbers)
         problem = (f"Using the numbers {shown}, create an equation that equals {target}. You can use +, -, *, / "
@@ -136,14 +135,14 @@ def make_countdown(n, seed=0, split="train", min_numbers=3, max_numbers=4, min_v
 
 
 def make_arith(n, seed=0, split="train", min_ops=1, max_ops=3, max_value=9, parens=0.3):
-    """Short integer expressions over + - * with one-digit numbers (by default), e.g. '3+4*2' or '(7-2)*3'.
+    """Short integer expressions over + - * with numbers 1..max_value (one digit by default), e.g. '3+4*2' or '(7-2)*3'.
     Every intermediate value is >= 0 so the worked trace never writes a negative number."""
 
     def make_one(rng):
         k = rng.randint(min_ops, max_ops)
-        tokens = [str(rng.randint(0, max_value))]
+        tokens = [str(rng.randint(1, max_value))]
         for _ in range(k):
-            tokens += [rng.choice("+-*"), str(rng.randint(0, max_value))]
+            tokens += [rng.choice("+-*"), str(rng.randint(1, max_value))]
         if k >= 2 and rng.random() < parens:  # wrap one operation in parentheses
             i = 2 * rng.randrange(k)
             tokens = tokens[:i] + ["("] + tokens[i:i + 3] + [")"] + tokens[i + 3:]
