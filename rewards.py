@@ -9,7 +9,7 @@ MAX_ANSWER_CHARS is wrong without being read, the parser has a nesting budget, e
 (OverflowError, never a 10^(10^10)-digit integer), and whole-completion scans are C-level (str.count, rfind).
 
     python -m pytest tests/test_rewards.py -q    # equivalence table, countdown verifier, hostile inputs timed
-    python bench/rewards_check.py                # GSM8K / MATH-500 self-consistency figures (docs/rewards_measurements.md)
+    python bench/rewards_check.py                # GSM8K / MATH-500 figures of docs/rewards_measurements.md
 
 Choices (and where they depart from a reference):
 1. Format reward: the *strict* variant is the default: the whole completion is `<think>…</think> <answer>…</answer>`
@@ -128,6 +128,7 @@ def normalize_answer(s):
 
 _TOKEN = re.compile(r"\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+|\\[a-zA-Z]+|\S", re.ASCII)
 _MUL, _DIV = ("*", "\\times", "\\cdot", "×", "·"), ("/", "÷", "\\div")
+_FUNCS = ("\\frac", "\\sqrt", "\\pi")
 
 class _Arith:
     """Recursive descent over numbers, + - * / and parentheses. exact=True (countdown): Fractions over whole numbers
@@ -170,7 +171,7 @@ class _Arith:
             if tok in _MUL or tok in _DIV:
                 self.take()
                 value = value * self.signed() if tok in _MUL else value / self.signed()  # ZeroDivisionError on /0
-            elif not self.exact and tok is not None and (tok[0] in "0123456789.({" or tok in ("\\frac", "\\sqrt", "\\pi")):
+            elif not self.exact and tok is not None and (tok[0] in "0123456789.({" or tok in _FUNCS):
                 value = value * self.power()  # implicit product: 3\sqrt{13}, 2\pi
             else:
                 return value
@@ -265,7 +266,7 @@ def _equivalent(p, g, depth=0):
     return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 def answers_match(pred, gold):
-    """Is the predicted final answer equivalent to the gold one? ('\\dfrac{1}{2}' ~ '0.5' ~ '1/2'; '(1,2]' !~ '(1,2)')"""
+    """Is the predicted final answer equivalent to the gold? '\\dfrac{1}{2}' ~ '0.5' ~ '1/2', '(1,2]' !~ '(1,2)'."""
     if not isinstance(pred, str) or not isinstance(gold, str) or len(pred) > MAX_ANSWER_CHARS:
         return False
     p, g = normalize_answer(pred), normalize_answer(gold)

@@ -230,7 +230,8 @@ def test_accuracy_reward_first_real_problems():
 def test_language_reward_share_of_prompt_script():
     english, chinese = {"problem": "What is two plus two?"}, {"problem": "二加二等于多少？"}
     assert language_reward("<think>two plus two is four</think> <answer>4</answer>", english) == 1.0
-    assert language_reward("<think>two plus two 是四</think> <answer>4</answer>", english) == 0.6  # 3 of 5 words: a CJK character counts as one
+    # 3 of 5 words: a CJK character counts as one word
+    assert language_reward("<think>two plus two 是四</think> <answer>4</answer>", english) == 0.6
     assert language_reward("<think>二加二是四</think>", chinese) == 1.0
     assert language_reward("no think block", english) == 0.0
 
