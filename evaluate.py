@@ -64,13 +64,13 @@ def score_problem(example, completions, ks=None):
     task = example.get("task", "math")
     answers = [rewards.final_answer(c, task) for c in completions]
     correct = [rewards.accuracy_reward(c, example) for c in completions]
-    n, c = len(completions), int(sum(correct))
+    n, n_correct = len(completions), int(sum(correct))
     majority, first = majority_vote(answers)
     return {
         "problem": example["problem"], "answer": example["answer"], "task": task,
         "predictions": answers, "correct": correct,
         "format": [rewards.format_reward(c, example) for c in completions],
-        "pass@k": {k: pass_at_k(n, c, k) for k in (ks or default_ks(n))},
+        "pass@k": {k: pass_at_k(n, n_correct, k) for k in (ks or default_ks(n))},
         "majority": majority, "maj_correct": bool(first is not None and correct[first]),
         "completions": completions,
     }
