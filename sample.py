@@ -210,7 +210,7 @@ def main():
     p.add_argument("--eval-out", default=None, help="per-problem results jsonl (default: eval_<name>.jsonl)")
     p.add_argument("--batch-size", type=int, default=32, help="prompts per generate call when evaluating")
     p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default 512, or 4096 with --eval")
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default 1.0, or 0.6 with --eval)")
     p.add_argument("--top-p", type=float, default=None, help="default 1.0, or 0.95 with --eval")
     p.add_argument("--top-k", type=int, default=0)
@@ -232,7 +232,7 @@ def main():
         template = "chat" if "instruct" in str(args.model).lower() else "plain"
     chat = template in ("chat", "r1-chat")
     sampling = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
-                    max_new_tokens=args.max_new_tokens, eos_ids=tok.eos_ids, tokenizer=tok,
+                    max_new_tokens=args.max_new_tokens or (4096 if args.eval else 512), eos_ids=tok.eos_ids, tokenizer=tok,
                     cuda_graph=device.type == "cuda" and not args.no_cuda_graph, compile=args.compile)
     if args.eval:
         from evaluate import run_eval

@@ -121,3 +121,15 @@ def test_stop_strings_end_a_row_and_keep_the_stop(tmp_path):
 def test_prompt_longer_than_context_is_a_clear_error(model):
     with pytest.raises(ValueError, match="prompt of 120 tokens \\+ 20 new tokens exceeds the model's context of 128"):
         generate(model, [[1] * 120], max_new_tokens=20)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_decode_matches_eager_on_gpu():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    m = Qwen2(cfg).cuda().eval()
+    graph = generate(m, PROMPTS, max_new_tokens=40, temperature=0, cuda_graph=True)
+    eager = generate(m, PROMPTS, max_new_tokens=40, temperature=0, cuda_graph=False)
+    assert torch.equal(graph.tokens, eager.tokens)
+    torch.testing.assert_close(graph.logprobs, eager.logprobs, atol=1e-5, rtol=0)
