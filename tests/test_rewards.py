@@ -295,6 +295,18 @@ def _timed(reward, completion, ex):
     return time.perf_counter() - start
 
 
+def test_rewards_never_call_eval_exec_or_compile(monkeypatch):
+    import builtins
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a reward ran model text through eval/exec/compile")
+    for name in ("eval", "exec", "compile"):
+        monkeypatch.setattr(builtins, name, forbidden)
+    for completion in list(HOSTILE.values()) + ["<answer>(25 - 5) * 4</answer>", "<answer>\\frac{1}{2}</answer>"]:
+        for ex in EXAMPLES:
+            accuracy_reward(completion, ex), format_reward(completion, ex), language_reward(completion, ex)
+
+
 def test_answers_match_is_fast_on_hostile_answers():
     for answer in ("9^9^9^9", "10^{10^{10}}", _NEST[:999], "1" * 999, "\\frac{" * 150, "1," * 499 + "1"):
         start = time.perf_counter()
