@@ -1,0 +1,178 @@
+"""The Triton kernels equal their PyTorch twins: attention (causal, GQA, left padding, packing; values and all
+gradients), decode attention (mixed lengths, split counts) and the fused log-prob (value, entropy, gradients).
+
+On CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set here before triton is imported), at tiny
+shapes in fp32/fp16 (bf16 tl.dot is wrong in the interpreter). On a GPU the same checks run in bf16 at
+Qwen2.5-0.5B shapes. Tolerances are relative errors ||out - ref|| / ||ref||:
+  - fp32: both sides are exact up to float rounding and summation order -> 1e-4 (gradients of the backward
+    pass through two more products -> 1e-4 as well; the interpreter does true fp32 dots);
+  - fp16 (interpreter): inputs and p are rounded to 10 mantissa bits before each dot -> 5e-3;
+  - bf16 (GPU): 7 mantissa bits; the reference runs in fp32 on the same bf16 inputs, so the error is the kernel's
+    own rounding of p and of the output -> 2e-2 (FlashAttention's own tests use a few bf16 ulps).
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first `import triton` in this process
+
+import pytest  # noqa: E402
+
+from kernels.attention import attention, attention_ref  # noqa: E402
+from kernels.decode import decode_attention, decode_attention_ref  # noqa: E402
+from kernels.logprob import fused_logprob, logprob_ref  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+gpu_only = pytest.mark.skipif(not CUDA, reason="bf16 at real shapes needs a GPU")
+
+
+def rel_err(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _attention_case(B, H, K, T, D, dtype, start=None, cu_seqlens=None, seed=0):
+    """Forward and q/k/v gradients of the kernel vs the fp32 reference, as relative errors."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, T, H, D, generator=g).to(DEVICE, dtype).transpose(1, 2)  # strided like model.py's views
+    k = torch.randn(B, T, K, D, generator=g).to(DEVICE, dtype).transpose(1, 2)
+    v = torch.randn(B, T, K, D, generator=g).to(DEVICE, dtype).transpose(1, 2)
+    do = torch.randn(B, H, T, D, generator=g).to(DEVICE, dtype)
+    errs = {}
+    outs = []
+    for fn, cast in ((attention, lambda x: x), (attention_ref, lambda x: x.float())):
+        qq, kk, vv = (cast(x).detach().requires_grad_() for x in (q, k, v))
+        o = fn(qq, kk, vv, start=start, cu_seqlens=cu_seqlens)
+        o.backward(cast(do))
+        outs.append((o, qq.grad, kk.grad, vv.grad))
+    for name, a, b in zip("o dq dk dv".split(), *outs):
+        assert torch.isfinite(a).all(), name
+        errs[name] = rel_err(a, b)
+    return errs
+
+
+ATTN_TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_attention_causal_gqa_matches_reference(dtype):
+    # T = 40 is not a multiple of any block: the last blocks are partly out of range.
+    errs = _attention_case(B=2, H=4, K=2, T=40, D=16, dtype=dtype)
+    assert max(errs.values()) < ATTN_TOL[dtype], errs
+
+
+def test_attention_left_padding_matches_reference():
+    start = torch.tensor([0, 13, 35], device=DEVICE)  # no padding, some, almost all
+    errs = _attention_case(B=3, H=4, K=1, T=40, D=16, dtype=torch.float32, start=start)
+    assert max(errs.values()) < ATTN_TOL[torch.float32], errs
+
+
+def test_attention_packed_documents_match_reference():
+    cu_seqlens = torch.tensor([0, 5, 21, 22, 40], device=DEVICE, dtype=torch.int32)  # a 1-token document too
+    errs = _attention_case(B=1, H=2, K=2, T=40, D=32, dtype=torch.float32, cu_seqlens=cu_seqlens)
+    assert max(errs.values()) < ATTN_TOL[torch.float32], errs
+
+
+def test_attention_packing_equals_separate_sequences():
+    """The property packing exists for: each document gives what it gives alone."""
+    torch.manual_seed(0)
+    lens = [7, 19]
+    q = torch.randn(1, 2, 26, 16, device=DEVICE)
+    k, v = torch.randn(1, 1, 26, 16, device=DEVICE), torch.randn(1, 1, 26, 16, device=DEVICE)
+    packed = attention(q, k, v, cu_seqlens=torch.tensor([0, 7, 26], device=DEVICE, dtype=torch.int32))
+    for s, n in zip([0, 7], lens):
+        alone = attention(q[:, :, s:s + n], k[:, :, s:s + n], v[:, :, s:s + n])
+        assert rel_err(packed[:, :, s:s + n], alone) < 1e-5
+
+
+@gpu_only
+@pytest.mark.parametrize("D", [64, 128])
+def test_attention_bf16_real_shapes(D):
+    start = torch.tensor([0, 300], device=DEVICE)
+    for kw in ({}, {"start": start}):
+        errs = _attention_case(B=2, H=14, K=2, T=1000, D=D, dtype=torch.bfloat16, **kw)
+        assert max(errs.values()) < ATTN_TOL[torch.bfloat16], (kw, errs)
+    cu = torch.tensor([0, 100, 900, 1000], device=DEVICE, dtype=torch.int32)
+    errs = _attention_case(B=1, H=14, K=2, T=1000, D=D, dtype=torch.bfloat16, cu_seqlens=cu)
+    assert max(errs.values()) < ATTN_TOL[torch.bfloat16], errs
+
+
+def _decode_case(B, H, K, S, D, dtype, lengths, start, num_splits, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, D, generator=g).to(DEVICE, dtype)
+    k_cache = torch.randn(B, K, S, D, generator=g).to(DEVICE, dtype)
+    v_cache = torch.randn(B, K, S, D, generator=g).to(DEVICE, dtype)
+    out = decode_attention(q, k_cache, v_cache, lengths, start, num_splits=num_splits)
+    ref = decode_attention_ref(q.float(), k_cache.float(), v_cache.float(), lengths, start)
+    assert torch.isfinite(out).all()
+    return rel_err(out, ref)
+
+
+@pytest.mark.parametrize("num_splits", [1, 3, 8])
+def test_decode_mixed_lengths_and_splits_match_reference(num_splits):
+    # Rows end at different slots and start after different amounts of left padding; with 8 splits of a 48-slot
+    # cache some chunks hold no valid key at all (their weight in the combine must be 0).
+    lengths = torch.tensor([48, 1, 30, 17], device=DEVICE)
+    start = torch.tensor([0, 0, 9, 16], device=DEVICE)
+    err = _decode_case(B=4, H=6, K=2, S=48, D=16, dtype=torch.float32, lengths=lengths, start=start,
+                       num_splits=num_splits)
+    assert err < 1e-5, err
+
+
+def test_decode_fp16_int32_lengths_no_start():
+    lengths = torch.tensor([5, 40], device=DEVICE, dtype=torch.int32)
+    err = _decode_case(B=2, H=8, K=1, S=40, D=32, dtype=torch.float16, lengths=lengths, start=None, num_splits=None)
+    assert err < 5e-3, err
+
+
+@gpu_only
+@pytest.mark.parametrize("D", [64, 128])
+def test_decode_bf16_real_shapes(D):
+    B, S = 64, 8192
+    lengths = torch.randint(1, S + 1, (B,), device=DEVICE)
+    start = (torch.rand(B, device=DEVICE) * lengths * 0.2).long()
+    for ns in (None, 1, 16):
+        err = _decode_case(B=B, H=14, K=2, S=S, D=D, dtype=torch.bfloat16, lengths=lengths, start=start,
+                           num_splits=ns)
+        assert err < 1e-2, (ns, err)  # one bf16 rounding of p and of the output
+
+
+def _logprob_case(N, C, V, dtype, temperature, entropy, vocab_chunk, seed=0):
+    """Values and gradients of the fused path vs log_softmax-then-gather on fp32 logits from the same inputs."""
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(N, C, generator=g).to(DEVICE, dtype)
+    weight = (torch.randn(V, C, generator=g) / C ** 0.5).to(DEVICE, dtype)
+    targets = torch.randint(0, V, (N,), generator=g).to(DEVICE)
+    g_logp, g_ent = torch.randn(N, generator=g).to(DEVICE), torch.randn(N, generator=g).to(DEVICE)
+    results = []
+    for fn, kw in ((fused_logprob, {"vocab_chunk": vocab_chunk}), (logprob_ref, {})):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        out = fn(h, w, targets, temperature, return_entropy=entropy, **kw)
+        logp, ent = out if entropy else (out, None)
+        loss = (g_logp * logp).sum() + ((g_ent * ent).sum() if entropy else 0)
+        loss.backward()
+        results.append((logp, ent, h.grad, w.grad))
+    (logp, ent, dh, dw), (logp_r, ent_r, dh_r, dw_r) = results
+    assert logp.dtype == torch.float32 and logp.shape == (N,)
+    errs = {"logp": rel_err(logp, logp_r), "dh": rel_err(dh, dh_r), "dw": rel_err(dw, dw_r)}
+    if entropy:
+        errs["entropy"] = rel_err(ent, ent_r)
+    return errs
+
+
+@pytest.mark.parametrize("dtype,entropy,tol", [(torch.float32, True, 1e-5), (torch.float16, False, 5e-3)])
+def test_fused_logprob_matches_log_softmax_gather(dtype, entropy, tol):
+    # V = 300: neither a multiple of the Triton block (64 in the interpreter) nor of the vocab slice (128), so the
+    # last block and the last slice are partial. fp32: summation order only; fp16: the gradient dz is rounded to
+    # fp16 before its two matmuls, in both paths but at different points.
+    errs = _logprob_case(N=12, C=32, V=300, dtype=dtype, temperature=0.7, entropy=entropy, vocab_chunk=128)
+    assert max(errs.values()) < tol, errs
+
+
+@gpu_only
+def test_fused_logprob_bf16_real_shapes():
+    errs = _logprob_case(N=2048, C=896, V=151936, dtype=torch.bfloat16, temperature=0.6, entropy=True,
+                         vocab_chunk=None)
+    assert max(errs.values()) < 2e-2, errs  # bf16 logits and bf16 dz in both paths, rounded differently
