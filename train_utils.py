@@ -1,0 +1,342 @@
+"""
+What every training script here needs and none of them is about: the optimizer with fp32 master weights, the
+learning-rate schedule, atomic checkpoints and exact resume, metrics (jsonl, a printed line, PNG curves), Ctrl-C,
+skipping non-finite steps, a memory estimate before the first step, and the "why is it not learning" doctor.
+grpo.py and sft.py both use it; nothing in here knows what the loss is.
+
+A checkpoint is a directory OUT/checkpoint-STEP/ holding
+  - config.json, model.safetensors, tokenizer files: a normal Hugging Face model directory (Qwen2.save_pretrained),
+    so `python sample.py --model OUT/checkpoint-STEP` or transformers load it as is;
+  - trainer_state.pt: optimizer (and fp32 master weights), step, data position, RNG states, the run's flags;
+    written with torch.save and read back with torch.load(weights_only=True): tensors, numbers, strings only.
+It is written as checkpoint-STEP.tmp/ and renamed when complete, then OUT/latest (one line, the directory name)
+is replaced atomically: a crash at any moment leaves the previous checkpoint intact and `latest` pointing to it.
+The "scheduler state" is the step: the learning rate is a pure function of it (lr_at below).
+"""
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# ------------------------------------------------------------------------------------------ optimizer
+
+
+class MasterAdamW:
+    """AdamW whose state is fp32 even when the model's weights are bf16.
+
+    A bf16 weight has 8 significant bits: an update smaller than 1/256 of the weight (lr 1e-6 on weights ~0.02 is
+    1/20000) rounds away to nothing. So the optimizer keeps an fp32 master copy of every low-precision parameter,
+    steps on it with the gradient cast to fp32, and copies the result back to the bf16 weight the model computes
+    with. fp32 parameters are stepped in place (no copy): on CPU this is plain AdamW."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8):
+        self.params = [p for p in params if p.requires_grad]
+        self.master = [p if p.dtype == torch.float32 else p.detach().float().clone().requires_grad_()
+                       for p in self.params]
+        fused = all(p.is_cuda for p in self.master) or None  # one fused kernel for all parameters on GPU
+        self.opt = torch.optim.AdamW(self.master, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, fused=fused)
+        self.param_groups = self.opt.param_groups
+
+    def set_lr(self, lr):
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+
+    @torch.no_grad()
+    def step(self, max_grad_norm=0.0):
+        """Clip the (fp32) gradient to max_grad_norm (0: no clipping) and step. Returns the norm before clipping;
+        when it is inf or nan nothing is updated (the caller reports the skipped step)."""
+        for p, m in zip(self.params, self.master):
+            if m is not p:
+                m.grad = None if p.grad is None else p.grad.float()
+        grads = [m for m in self.master if m.grad is not None]
+        norm = float(torch.nn.utils.clip_grad_norm_(grads, max_grad_norm if max_grad_norm > 0 else float("inf")))
+        if not math.isfinite(norm):
+            return norm
+        self.opt.step()
+        for p, m in zip(self.params, self.master):
+            if m is not p:
+                p.copy_(m)  # round the fp32 master to the model's dtype
+        return norm
+
+    def zero_grad(self):
+        for p, m in zip(self.params, self.master):
+            p.grad = m.grad = None
+
+    def state_dict(self):
+        masters = [m.detach() for p, m in zip(self.params, self.master) if m is not p]
+        return {"adamw": self.opt.state_dict(), "master": masters}
+
+    def load_state_dict(self, state):
+        self.opt.load_state_dict(state["adamw"])
+        with torch.no_grad():
+            for m, saved in zip([m for p, m in zip(self.params, self.master) if m is not p], state["master"]):
+                m.copy_(saved)
+
+
+def lr_at(step, lr, warmup_steps, total_steps, kind="constant", min_lr_ratio=0.0):
+    """Linear warm-up over warmup_steps, then constant or cosine decay to min_lr_ratio * lr at total_steps."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if kind == "constant":
+        return lr
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def rng_state():
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(out_dir, model, optimizer, step, data_position, args, keep=2, tokenizer_dir=None):
+    """OUT/checkpoint-STEP/ (model + trainer_state.pt), then OUT/latest -> it; keeps the newest `keep` checkpoints."""
+    out_dir = Path(out_dir)
+    final = out_dir / f"checkpoint-{step}"
+    tmp = out_dir / f"checkpoint-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, tokenizer_dir=tokenizer_dir)
+    state = {"step": step, "data_position": data_position, "optimizer": optimizer.state_dict(),
+             "rng": rng_state(), "args": {k: v for k, v in vars(args).items() if _plain(v)}}
+    torch.save(state, tmp / "trainer_state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    pointer = out_dir / "latest.tmp"
+    pointer.write_text(final.name + "\n")
+    os.replace(pointer, out_dir / "latest")
+    old = sorted(out_dir.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[-1]))
+    for d in old[:-keep] if keep > 0 else []:
+        shutil.rmtree(d, ignore_errors=True)
+    return final
+
+
+def _plain(v):
+    return v is None or isinstance(v, (bool, int, float, str)) or (
+        isinstance(v, (list, tuple)) and all(isinstance(x, (bool, int, float, str)) for x in v))
+
+
+def find_checkpoint(path):
+    """--resume PATH: a checkpoint-STEP directory, or a run directory whose `latest` names one."""
+    path = Path(path)
+    if (path / "latest").is_file():
+        path = path / (path / "latest").read_text().strip()
+    if not (path / "trainer_state.pt").is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: pass --resume OUTPUT_DIR (with a 'latest' file) or "
+                                f"OUTPUT_DIR/checkpoint-STEP")
+    return path
+
+
+def load_trainer_state(ckpt_dir, optimizer):
+    """Restore optimizer and RNG from ckpt_dir/trainer_state.pt; returns (step, data_position). The model weights
+    are loaded by the caller with Qwen2.from_pretrained(ckpt_dir)."""
+    state = torch.load(Path(ckpt_dir) / "trainer_state.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return state["step"], state["data_position"]
+
+
+class StopOnCtrlC:
+    """The first Ctrl-C asks the loop to stop after the current step (it then saves and exits); a second one
+    interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: finishing this step, saving a checkpoint, then exiting (Ctrl-C again to abort now)",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._old)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+class Metrics:
+    """Appends one JSON line per step to OUT/metrics.jsonl and redraws OUT/curves.png every `plot_every` steps."""
+
+    def __init__(self, out_dir, plot_keys=(), plot_every=10, wandb_run=None, resume_step=None):
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.png = Path(out_dir) / "curves.png"
+        self.plot_keys, self.plot_every, self.wandb = plot_keys, plot_every, wandb_run
+        self.history = []
+        if resume_step is not None and self.path.is_file():  # keep the curves up to the checkpoint, drop the rest
+            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            self.history = [r for r in rows if r.get("step", 0) <= resume_step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+
+    def log(self, row):
+        self.history.append(row)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(row, step=row.get("step"))
+        if self.plot_keys and row.get("step", 0) % self.plot_every == 0:
+            plot_curves(self.history, self.png, self.plot_keys)
+
+
+def format_line(row, fields):
+    """'step 12 | reward 0.41 | acc 0.33 | ...' from (label, key, format) triples; missing keys are skipped."""
+    return " | ".join(f"{label} {row[key]:{fmt}}" for label, key, fmt in fields if row.get(key) is not None)
+
+
+_warned_no_matplotlib = False
+
+
+def plot_curves(history, png_path, keys):
+    """One small panel per metric against step, written atomically. Needs matplotlib (optional)."""
+    global _warned_no_matplotlib
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        if not _warned_no_matplotlib:
+            print("matplotlib not installed: no PNG curves (pip install matplotlib); metrics.jsonl has the data")
+            _warned_no_matplotlib = True
+        return
+    keys = [k for k in keys if any(k in r for r in history)]
+    if not keys:
+        return
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pts = [(r["step"], r[key]) for r in history if r.get(key) is not None and "step" in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    tmp = Path(png_path).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+
+
+class Timer:
+    """with Timer() as t: ...; t.seconds (synchronises CUDA so that GPU work is counted where it happens)."""
+
+    def __enter__(self):
+        _sync()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        _sync()
+        self.seconds = time.perf_counter() - self.t0
+
+
+def _sync():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------------------ memory preflight
+
+
+def estimate_memory(config, *, rows, seq_len, micro_batch, weight_bytes, reference=False, checkpointing=False,
+                    fused_logprob=True):
+    """Rough peak GPU bytes of one RL/SFT step, by part. rows: sequences sampled at once (P*G; 0 for SFT);
+    seq_len: prompt + completion tokens; micro_batch: rows per forward/backward. Good to ~20%: it is for
+    deciding what to change before a long run, not for packing memory to the last byte."""
+    C, I, L, V = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
+    K, D = config.num_key_value_heads, config.head_dim
+    H = config.num_attention_heads
+    per_layer_params = C * H * D * 2 + 2 * C * K * D + H * D + 2 * K * D + 3 * C * I + 2 * C  # attn, biases, MLP, norms
+    n = C * V * (1 if config.tie_word_embeddings else 2) + L * per_layer_params + C
+    master = 4 * n if weight_bytes < 4 else 0
+    tokens = micro_batch * seq_len
+    per_layer = (18 * C + 4 * I) * weight_bytes  # what one layer keeps for backward, per token
+    if checkpointing:
+        acts = tokens * (L * C * weight_bytes + per_layer)  # layer inputs, plus one layer recomputed at a time
+    else:
+        acts = tokens * L * per_layer
+    logits = tokens * V * 4 * (0 if fused_logprob else 3)  # fp32 logits, log-softmax and its gradient
+    cache_len = -(-seq_len // 256) * 256
+    parts = {
+        "weights": n * weight_bytes, "gradients": n * weight_bytes, "optimizer": 8 * n + master,
+        "reference": n * weight_bytes if reference else 0,
+        "kv_cache": 2 * L * rows * cache_len * K * D * weight_bytes + 4 * rows * V * 4,  # + sampler's (N, V) fp32
+        "activations": acts + logits,
+    }
+    # Generation and training do not overlap: the cache is freed before the backward pass.
+    peak = parts["weights"] + parts["gradients"] + parts["optimizer"] + parts["reference"] + max(
+        parts["kv_cache"], parts["activations"])
+    return peak, parts
+
+
+def preflight(estimate_fn, total_bytes, knobs):
+    """Stop before the first step if the estimate exceeds the GPU's memory (total_bytes; None on CPU: report only),
+    naming what would fit. estimate_fn(**overrides) -> (peak bytes, parts); knobs: the current micro_batch and
+    checkpointing (smaller micro-batches are tried first, then activation checkpointing)."""
+    peak, parts = estimate_fn()
+    gib = lambda b: f"{b / 2**30:.1f} GiB"
+    summary = ", ".join(f"{k} {gib(v)}" for k, v in parts.items() if v)
+    if total_bytes is None:
+        return f"memory estimate: {gib(peak)} ({summary})"
+    total = total_bytes
+    if peak <= 0.92 * total:
+        return f"memory estimate: {gib(peak)} of {gib(total)} ({summary})"
+    tries = []
+    mb = knobs["micro_batch"]
+    while mb > 1:
+        mb //= 2
+        tries.append((f"--micro-batch-size {mb}", dict(micro_batch=mb)))
+    if not knobs["checkpointing"]:
+        tries.append(("--gradient-checkpointing", dict(checkpointing=True)))
+        tries.append(("--gradient-checkpointing --micro-batch-size 1", dict(checkpointing=True, micro_batch=1)))
+    fits = [flag for flag, kw in tries if estimate_fn(**kw)[0] <= 0.92 * total]
+    hint = f"this would fit: {fits[0]}" if fits else "lower --num-generations or --max-completion-length"
+    raise ValueError(f"estimated peak memory {gib(peak)} exceeds the GPU's {gib(total)} ({summary}); knobs: "
+                     f"--micro-batch-size, --gradient-checkpointing, --num-generations, --max-completion-length; {hint}")
+
+
+# ------------------------------------------------------------------------------------------ doctor
+
+
+def doctor(history, patience=5):
+    """Warnings for the usual reasons an RL run does not learn, from the metrics of the last steps."""
+    recent = history[-patience:]
+    if len(recent) < patience:
+        return []
+    warn = []
+    if all(r.get("zero_spread", 0) >= 1.0 for r in recent):
+        warn.append(f"every group had zero reward spread for {patience} steps: no learning signal. The task is too "
+                    f"hard or too easy for this model: raise --num-generations or --temperature, or change the task")
+    if recent[-1].get("truncated", 0) > 0.5:
+        warn.append(f"{recent[-1]['truncated']:.0%} of completions hit --max-completion-length: raise it, or use "
+                    f"--mask-truncated-completions / --overlong-buffer")
+    fmt = [r["format"] for r in history if r.get("format") is not None]
+    if len(fmt) > 2 * patience and max(fmt[:-patience]) > 0.3 and max(fmt[-patience:]) < 0.1 * max(fmt[:-patience]):
+        warn.append("the format reward collapsed (the model stopped writing <think>/<answer>): lower --learning-rate "
+                    "or raise the format weight in --reward-weights")
+    kl = [r.get("kl") for r in recent if r.get("kl") is not None]
+    if kl and kl[-1] > 1.0 and kl[-1] > 4 * max(kl[0], 1e-3):
+        warn.append(f"KL to the reference exploded ({kl[0]:.3g} -> {kl[-1]:.3g}): lower --learning-rate or raise --beta")
+    return warn
