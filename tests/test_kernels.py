@@ -16,6 +16,8 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first `import triton` in this process
+else:
+    os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")  # fp32 tl.dot would otherwise be tf32 (~3e-4) on a GPU
 
 import pytest  # noqa: E402
 
