@@ -135,32 +135,14 @@ def policy_loss(logp, old_logp, adv, mask, *, epsilon=0.2, epsilon_high=None, be
 # ------------------------------------------------------------------------ log-probs of completions
 
 
-def logprob_ref(hidden, weight, targets, temperature=1.0, return_entropy=False):
-    """hidden (N, C), weight (V, C), targets (N,) -> log p(target) (N,) fp32 [, entropy (N,)], materialising (N, V).
-    The readable twin of kernels.logprob.fused_logprob (used when that file is not there)."""
-    logits = (hidden @ weight.T).float() / temperature  # (N, V)
-    logp_all = logits.log_softmax(-1)
-    logp = logp_all.gather(1, targets[:, None])[:, 0]
-    if not return_entropy:
-        return logp
-    return logp, -(logp_all.exp() * logp_all).sum(-1)
-
-
-def logprob_fn(use_kernels):
-    try:
-        from kernels.logprob import fused_logprob, logprob_ref as kernel_ref
-        return fused_logprob if use_kernels else kernel_ref
-    except ImportError:
-        return logprob_ref
-
-
 def completion_logprobs(model, idx, start, Tp, tokens, mask, temperature, entropy=False):
     """Log-probs (M, Tc) fp32 of the completion tokens (M, Tc) of sequences idx (M, Tp + Tc) = left-padded prompt
     + completion, computed only where mask (M, Tc) is set (padding costs no LM-head work); and their entropy."""
     h = model(idx, start=start, return_hidden=True)[:, Tp - 1:-1]  # (M, Tc, C): position t predicts token t
     sel = mask.bool()
-    fn = logprob_fn(model.use_kernels and idx.is_cuda)
-    out = fn(h[sel], model.lm_head.weight, tokens[sel], temperature, return_entropy=entropy)
+    from kernels.logprob import fused_logprob, logprob_ref  # fused: never holds the (n, V) logits
+    fn = fused_logprob if model.use_kernels and idx.is_cuda else logprob_ref
+    out = fn(h[sel], model.lm_head.weight, tokens[sel], temperature, return_entropy=entropy)  # (n,) for n real tokens
     lp, ent = out if entropy else (out, None)
     logp = torch.zeros(mask.shape, device=h.device).masked_scatter(sel, lp)  # (M, Tc), 0 off the mask
     return logp, ent
@@ -266,24 +248,19 @@ def train(args):
     if args.beta > 0:  # the frozen initial policy, only needed for the KL term
         ref = Qwen2.from_pretrained(args.model, device=device, dtype=dtype).eval().requires_grad_(False)
         ref.use_kernels = model.use_kernels
-    optimizer = tu.MasterAdamW(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                               weight_decay=args.weight_decay)
+    optimizer = tu.MasterAdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     start_step, position = 0, 0
     if ckpt:
         start_step, position = tu.load_trainer_state(ckpt, optimizer)
         print(f"resumed from {ckpt} at step {start_step}")
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    wandb_run = None
-    if args.wandb:
-        import wandb  # optional, not in requirements
-        wandb_run = wandb.init(project="r1-grpo", config=vars(args))
+    wandb_run = tu.wandb_init("r1-grpo", args) if args.wandb else None
     metrics = tu.Metrics(out_dir, CURVES, args.plot_every, wandb_run, resume_step=start_step if ckpt else None)
     w_acc, w_fmt = args.reward_weights
 
     with tu.StopOnCtrlC() as ctrl_c:
-        bar = tqdm(range(start_step, args.max_steps), initial=start_step, total=args.max_steps, desc="grpo")
-        for step in bar:
+        for step in tqdm(range(start_step, args.max_steps), initial=start_step, total=args.max_steps, desc="grpo"):
             t0 = time.perf_counter()
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -303,30 +280,28 @@ def train(args):
             # 2. Score: rule rewards, group advantages, and which rows are trained on.
             with tu.Timer() as t_score:
                 rows_ex = [ex for ex in batch for _ in range(G)]  # row i*G+g is prompt i's g-th sample
-                acc = torch.tensor([rewards.accuracy_reward(c, ex) for c, ex in zip(gen.texts, rows_ex)])
-                fmt = torch.tensor([rewards.format_reward(c, ex) for c, ex in zip(gen.texts, rows_ex)])
+                acc, fmt = torch.tensor([[rewards.accuracy_reward(c, ex), rewards.format_reward(c, ex)]
+                                         for c, ex in zip(gen.texts, rows_ex)]).T  # (N,) each
                 truncated = torch.tensor([f == "length" for f in gen.finish])
                 reward = w_acc * acc + w_fmt * fmt + overlong_penalty(gen.lengths, args.max_completion_length,
                                                                       args.overlong_buffer)  # (N,)
                 adv = group_advantages(reward.view(P, G), args.scale_rewards).view(-1)  # (N,)
                 zero = zero_spread(reward.view(P, G))  # (P,)
                 keep = (~zero).repeat_interleave(G).nonzero()[:, 0]  # rows of groups that carry signal
-                Tc = gen.tokens.shape[1]
-                mask = completion_mask(gen.lengths, Tc, truncated if args.mask_truncated_completions else None)
+                mask = completion_mask(gen.lengths, gen.tokens.shape[1],
+                                       truncated if args.mask_truncated_completions else None)  # (N, Tc)
                 idx, start = pad_left([prompts[ex["problem"]] for ex in rows_ex])  # as the sampler laid them out
                 Tp = idx.shape[1]
                 idx = torch.cat([idx, gen.tokens], 1).to(device)  # (N, Tp + Tc)
-                start, tokens, mask = start.to(device), gen.tokens.to(device), mask.to(device)
-                adv = adv.to(device)
+                start, tokens, mask, adv = start.to(device), gen.tokens.to(device), mask.to(device), adv.to(device)
                 micro = [keep[i:i + args.micro_batch_size] for i in range(0, len(keep), args.micro_batch_size)]
+                # Each micro-batch is cut to its longest completion: Tm <= Tc columns.
+                cut = lambda rows, Tm: (idx[rows, :Tp + Tm], start[rows], Tp, tokens[rows, :Tm], mask[rows, :Tm])
                 ref_logp = torch.zeros(mask.shape, device=device)
-                if ref is not None:
-                    with torch.no_grad():
-                        for rows in micro:
-                            Tm = int(gen.lengths[rows].max())
-                            ref_logp[rows, :Tm] = completion_logprobs(ref, idx[rows, :Tp + Tm], start[rows], Tp,
-                                                                      tokens[rows, :Tm], mask[rows, :Tm],
-                                                                      args.temperature)[0]
+                with torch.no_grad():
+                    for rows in micro if ref is not None else []:
+                        Tm = int(gen.lengths[rows].max())
+                        ref_logp[rows, :Tm] = completion_logprobs(ref, *cut(rows, Tm), args.temperature)[0]
 
             # 3. mu policy updates on this batch. In the first pass the weights are still those that sampled,
             # so that pass's log-probs (detached) are the "old" log-probs of the ratio: no extra forward.
@@ -337,15 +312,14 @@ def train(args):
                 for it in range(args.num_iterations if len(keep) else 0):
                     bad = False
                     for rows in micro:
-                        Tm = int(gen.lengths[rows].max())  # trim the batch to its longest completion
+                        Tm = int(gen.lengths[rows].max())
                         m = mask[rows, :Tm]
-                        logp, ent = completion_logprobs(model, idx[rows, :Tp + Tm], start[rows], Tp,
-                                                        tokens[rows, :Tm], m, args.temperature, entropy=it == 0)
+                        logp, ent = completion_logprobs(model, *cut(rows, Tm), args.temperature, entropy=it == 0)
                         if it == 0:
                             old_logp[rows, :Tm] = logp.detach()
-                            ent_sum += float(ent.detach().sum())
+                            ent_sum += ent.detach().sum()
                             sampler = gen.logprobs[rows.cpu(), :Tm].to(device)
-                            gap_sum += float(((sampler - logp.detach()).abs() * m).sum())
+                            gap_sum += ((sampler - logp.detach()).abs() * m).sum()
                         loss, st = policy_loss(logp, old_logp[rows, :Tm], adv[rows], m, epsilon=args.epsilon,
                                                epsilon_high=args.epsilon_high, beta=args.beta,
                                                ref_logp=ref_logp[rows, :Tm], loss_type=args.loss_type,
@@ -357,16 +331,17 @@ def train(args):
                         loss.backward()
                         trained_tokens += rows.numel() * (Tp + Tm)
                         for k, v in st.items():
-                            sums[k] = sums.get(k, 0.0) + float(v)
+                            sums[k] = sums.get(k, 0.0) + v  # on the device: no sync per micro-batch
                     grad_norm = optimizer.step(args.max_grad_norm) if not bad else math.nan
                     optimizer.zero_grad()
-                    if not math.isfinite(grad_norm):
+                    if not math.isfinite(grad_norm):  # skip the rest of this batch: its old log-probs may be bad
                         skipped += 1
                         tqdm.write(f"step {step + 1}: non-finite {'loss' if bad else 'gradient'}, update skipped")
+                        break
 
             # 4. Metrics, checkpoint, evaluation, doctor.
-            valid = mask.sum().clamp(min=1).item()
             tokens_trained = max(float(num_tokens), 1.0)
+            sums = {k: float(v) for k, v in sums.items()}
             row = {
                 "step": step + 1, "reward": reward.mean().item(), "reward_std": reward.std().item(),
                 "accuracy": acc.mean().item(), "accuracy_std": acc.std().item(), "format": fmt.mean().item(),
@@ -375,13 +350,13 @@ def train(args):
                 "zero_spread": zero.float().mean().item(), "trained_rows": len(keep),
                 "clip_frac": sums.get("clipped", 0.0) / max(sums.get("tokens", 0.0), 1.0),
                 "kl": sums.get("kl", 0.0) / max(sums.get("tokens", 0.0), 1.0) if args.beta > 0 else None,
-                "entropy": ent_sum / tokens_trained if len(keep) else None,
-                "logp_gap": gap_sum / tokens_trained if len(keep) else None,
+                "entropy": float(ent_sum) / tokens_trained if len(keep) else None,
+                "logp_gap": float(gap_sum) / tokens_trained if len(keep) else None,
                 "grad_norm": grad_norm, "skipped_updates": skipped, "lr": optimizer.param_groups[0]["lr"],
                 "gen_time": t_gen.seconds, "score_time": t_score.seconds, "train_time": t_train.seconds,
                 "gen_tok_s": float(gen.lengths.sum()) / t_gen.seconds,
                 "train_tok_s": trained_tokens / t_train.seconds if trained_tokens else None,
-                "step_time": time.perf_counter() - t0, "valid_tokens": valid,
+                "step_time": time.perf_counter() - t0,
                 "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
             }
             last = step + 1 == args.max_steps or ctrl_c.requested
@@ -391,7 +366,7 @@ def train(args):
             tqdm.write(tu.format_line(row, LINE))
             for warning in tu.doctor(metrics.history):
                 tqdm.write(f"doctor: {warning}")
-            if (step + 1) % args.save_steps == 0 or last:
+            if ctrl_c.requested or (args.save_steps > 0 and ((step + 1) % args.save_steps == 0 or last)):
                 tu.save_checkpoint(out_dir, model, optimizer, step + 1, position, args, keep=args.save_total_limit)
             if ctrl_c.requested:
                 print(f"stopped at step {step + 1}; continue with --resume {out_dir}")
@@ -443,15 +418,13 @@ def parse_args(argv=None):
     a("--lr-scheduler-type", default="constant", choices=["constant", "cosine"])
     a("--warmup-steps", type=int, default=0)
     a("--weight-decay", type=float, default=0.0)
-    a("--adam-beta1", type=float, default=0.9)
-    a("--adam-beta2", type=float, default=0.999)
     a("--max-grad-norm", type=float, default=1.0, help="0: no clipping")
     a("--micro-batch-size", type=int, default=8, help="rows per forward/backward (gradient accumulation)")
     a("--gradient-checkpointing", action="store_true", help="recompute activations in backward (less memory)")
     a("--max-steps", type=int, default=500)
     a("--seed", type=int, default=0)
     # Bookkeeping
-    a("--save-steps", type=int, default=50)
+    a("--save-steps", type=int, default=50, help="checkpoint every N steps and at the end (0: never)")
     a("--save-total-limit", type=int, default=2)
     a("--eval-steps", type=int, default=50, help="evaluate every N steps (0: never)")
     a("--eval-task", default=None, help="default: the test split of --task")

@@ -202,6 +202,15 @@ class Metrics:
             plot_curves(self.history, self.png, self.plot_keys)
 
 
+def wandb_init(project, args):
+    """Weights & Biases, if asked for (--wandb): an optional extra, not in requirements.txt."""
+    try:
+        import wandb
+    except ImportError:
+        raise ValueError("--wandb needs the wandb package: pip install wandb (or drop --wandb)") from None
+    return wandb.init(project=project, config=vars(args))
+
+
 def format_line(row, fields):
     """'step 12 | reward 0.41 | acc 0.33 | ...' from (label, key, format) triples; missing keys are skipped."""
     return " | ".join(f"{label} {row[key]:{fmt}}" for label, key, fmt in fields if row.get(key) is not None)

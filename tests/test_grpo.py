@@ -224,7 +224,7 @@ def tiny_task(tmp_path_factory):
 def run(tiny_task, out, *extra, steps=4):
     ckpt, task = tiny_task
     return grpo.main(["--model", str(ckpt), "--task", str(task), "--template", "plain", "--max-completion-length", "6",
-                      "--num-prompts", "4", "--num-generations", "4", "--micro-batch-size", "5", "--max-steps",
+                      "--num-prompts", "4", "--num-generations", "4", "--micro-batch-size", "5", "--device", "cpu", "--max-steps",
                       str(steps), "--eval-steps", "0", "--output-dir", str(out), "--learning-rate", "3e-3",
                       "--plot-every", "1000", *extra])
 
@@ -288,7 +288,7 @@ def test_reward_rises_on_tiny_arith(tiny_task, tmp_path):
     least 0.08 and a final 0.25. Zero-spread groups are really left out: trained rows = (1 - zero share) * N."""
     ckpt, task = tiny_task
     _, h = grpo.main(["--model", str(ckpt), "--task", str(task), "--template", "plain", "--max-completion-length",
-                      "6", "--num-prompts", "8", "--num-generations", "8", "--max-steps", "80", "--eval-steps", "0",
+                      "6", "--num-prompts", "8", "--num-generations", "8", "--max-steps", "80", "--eval-steps", "0", "--device", "cpu",
                       "--output-dir", str(tmp_path), "--learning-rate", "3e-3", "--save-steps", "1000",
                       "--plot-every", "40"])
     first, last = (sum(r["reward"] for r in rows) / 10 for rows in (h[:10], h[-10:]))
