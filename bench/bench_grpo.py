@@ -1,0 +1,177 @@
+"""
+One GRPO step at the size people run on one GPU — Qwen2.5-0.5B shape (random weights), 8 prompts x 16 completions
+x 1,024 new tokens — through grpo.py's own loop, with beta = 0 and beta > 0; then the same step built from
+`transformers` alone (generate, then forward/backward), in the same process, and the ratio.
+
+    python bench/bench_grpo.py                          # needs a GPU; JSON to $OUT (or .) as bench_grpo.json
+    python bench/bench_grpo.py --tokenizer-dir DIR      # where ../shared/fixtures is not beside the checkout
+    python bench/bench_grpo.py --tiny --skip-hf         # a seconds-long smoke test of this script, CPU is fine
+
+How the figures are taken:
+- Ours: `grpo.main` for 3 steps on the countdown task (R1-Zero template, prompts of ~150 tokens). Random weights
+  solve nothing, so every group would have zero spread and be skipped: the accuracy reward is replaced by a
+  seeded random number, which keeps every row in training, as a hard step of a real run. Random weights also
+  almost never emit EOS, so every completion runs to 1,024 tokens. Step 1 pays for compilation and CUDA-graph
+  capture; the figures are the mean of steps 2-3, read from metrics.jsonl.
+- Training MFU = 6 * n_params * tokens trained / train time / 989 TFLOP/s (H100 SXM bf16 dense), the formula
+  the 18% transformers figure in ../shared/reference used; attention FLOPs are not counted in either.
+- transformers: Qwen2ForCausalLM (sdpa attention), eager `generate` of 8 x 16 rows (min_new_tokens = 1,024),
+  a no-grad pass for the old log-probs, then the clipped loss forward/backward in micro-batches of 8 with
+  gradient checkpointing and one AdamW step, as a user writes it without a framework.
+"""
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import grpo  # noqa: E402
+from model import ModelConfig, Qwen2  # noqa: E402
+
+QWEN05 = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+              num_attention_heads=14, num_key_value_heads=2, rope_theta=1e6, rms_norm_eps=1e-6,
+              tie_word_embeddings=True, max_position_embeddings=32768, eos_token_id=151643)
+PEAK_FLOPS = 989e12  # H100 SXM, bf16 dense
+P, G, NEW = 8, 16, 1024
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def random_checkpoint(out_dir, tokenizer_dir):
+    """The 0.5B shape with weights drawn like transformers initialises them (std 0.02, norms 1)."""
+    torch.manual_seed(0)
+    model = Qwen2(ModelConfig(**QWEN05)).to(DEV, torch.bfloat16 if DEV == "cuda" else torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.fill_(1.0) if "norm" in name else p.normal_(0, 0.02)
+    model.save_pretrained(out_dir, tokenizer_dir=tokenizer_dir)
+    return sum(p.numel() for p in model.parameters())
+
+
+def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=False):
+    rng = random.Random(0)
+    real = grpo.rewards.accuracy_reward
+    grpo.rewards.accuracy_reward = lambda completion, example: rng.random()  # every group has spread
+    try:
+        flags = ["--model", str(ckpt), "--task", "countdown", "--num-prompts", str(P), "--num-generations", str(G),
+                 "--max-completion-length", str(NEW), "--max-steps", str(steps), "--eval-steps", "0",
+                 "--save-steps", "0", "--output-dir", str(out_dir), "--beta", str(beta), "--micro-batch-size",
+                 str(micro_batch), "--plot-every", "1000"] + (["--gradient-checkpointing"] if checkpointing else [])
+        _, history = grpo.main(flags)
+    finally:
+        grpo.rewards.accuracy_reward = real
+    rows = history[1:]  # step 1 compiles kernels and captures CUDA graphs
+    mean = lambda k: sum(r[k] for r in rows) / len(rows)
+    return {
+        "beta": beta, "micro_batch": micro_batch, "gradient_checkpointing": checkpointing,
+        "step_s": mean("step_time"), "generation_s": mean("gen_time"), "scoring_s": mean("score_time"),
+        "training_s": mean("train_time"), "gen_tok_s": mean("gen_tok_s"), "train_tok_s": mean("train_tok_s"),
+        "train_mfu": 6 * n_params * mean("train_tok_s") / PEAK_FLOPS,
+        "peak_gib": max(r["peak_mem_gib"] or 0 for r in history), "completion_len": mean("completion_len"),
+        "logp_gap": mean("logp_gap"), "first_step_s": history[0]["step_time"],
+    }
+
+
+def hf_step(prompt_len, micro_batch=8):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    cfg = Qwen2Config(**{k: v for k, v in QWEN05.items() if k != "eos_token_id"})
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    m = Qwen2ForCausalLM(cfg).to(DEV, torch.bfloat16 if DEV == "cuda" else torch.float32).eval()
+    sync = torch.cuda.synchronize if DEV == "cuda" else (lambda: None)
+    if DEV == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    x = torch.randint(0, cfg.vocab_size - 1000, (P, prompt_len), device=DEV).repeat_interleave(G, 0)  # (N, L)
+    sync()
+    t0 = time.perf_counter()
+    seqs = m.generate(x, attention_mask=torch.ones_like(x), do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                      max_new_tokens=NEW, min_new_tokens=NEW, pad_token_id=0)  # (N, L + NEW)
+    sync()
+    t_gen = time.perf_counter() - t0
+    m.train()
+    m.gradient_checkpointing_enable()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-6)
+
+    def logp(ids):  # (M, L + NEW) -> (M, NEW) fp32
+        logits = m(ids).logits[:, prompt_len - 1:-1].float()
+        return logits.log_softmax(-1).gather(2, ids[:, prompt_len:, None])[..., 0]
+
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        old = torch.cat([logp(seqs[i:i + micro_batch]) for i in range(0, P * G, micro_batch)])
+    sync()
+    t2 = time.perf_counter()
+    adv = torch.randn(P * G, 1, device=DEV)
+    for i in range(0, P * G, micro_batch):
+        ratio = (logp(seqs[i:i + micro_batch]) - old[i:i + micro_batch]).exp()
+        a = adv[i:i + micro_batch]
+        loss = -torch.min(ratio * a, ratio.clamp(0.8, 1.2) * a).mean() * micro_batch / (P * G)
+        loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    sync()
+    t_old, t_train = t2 - t1, time.perf_counter() - t2
+    n_params = sum(p.numel() for p in m.parameters())
+    tokens = P * G * (prompt_len + NEW)
+    return {"step_s": t_gen + t_old + t_train, "generation_s": t_gen, "old_logprob_s": t_old, "training_s": t_train,
+            "gen_tok_s": P * G * NEW / t_gen, "train_tok_s": tokens / t_train,
+            "train_mfu": 6 * n_params * tokens / t_train / PEAK_FLOPS, "prompt_len": prompt_len,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if DEV == "cuda" else None}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tokenizer-dir", default=str(ROOT.parent / "shared" / "fixtures" / "qwen2.5-0.5b"))
+    ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--tiny", action="store_true", help="a 2-layer model, 2 x 2 x 8 tokens: checks this script")
+    args = ap.parse_args()
+    if args.tiny:
+        global P, G, NEW
+        P, G, NEW = 2, 2, 8
+        QWEN05.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+    out = Path(os.environ.get("OUT", "."))
+    res = {"device": torch.cuda.get_device_name() if DEV == "cuda" else "cpu", "torch": torch.__version__,
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "P": P, "G": G, "new_tokens": NEW}
+
+    def save():
+        (out / "bench_grpo.json").write_text(json.dumps(res, indent=1))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        n_params = random_checkpoint(Path(tmp) / "ckpt", args.tokenizer_dir)
+        res["n_params"] = n_params
+        for name, beta, mb, ckpt in (("ours_beta0", 0.0, 8, False), ("ours_beta0.04", 0.04, 8, False),
+                                     ("ours_beta0_mb16", 0.0, 16, False), ("ours_beta0.04_ckpt", 0.04, 16, True)):
+            try:
+                res[name] = ours(Path(tmp) / "ckpt", Path(tmp) / name, n_params, beta, mb, checkpointing=ckpt)
+            except Exception as e:  # keep the other figures if one configuration fails
+                res[name] = f"{type(e).__name__}: {str(e)[:300]}"
+            print(name, res[name], flush=True)
+            save()
+            if DEV == "cuda":
+                torch.cuda.empty_cache()
+    if not args.skip_hf:
+        from tokenizer import Tokenizer, r1_zero_prompt
+        from tasks import load_task
+        tok = Tokenizer.from_dir(args.tokenizer_dir)
+        prompt_len = max(len(tok.encode(r1_zero_prompt(ex["problem"]))) for ex in load_task("countdown", "train", n=64))
+        res["transformers"] = hf_step(prompt_len)
+        print("transformers", res["transformers"], flush=True)
+        base = res["ours_beta0"]
+        if isinstance(base, dict):
+            res["speedup_step"] = res["transformers"]["step_s"] / base["step_s"]
+            res["speedup_generation"] = res["transformers"]["generation_s"] / base["generation_s"]
+            hf = res["transformers"]
+            res["speedup_training"] = (hf["old_logprob_s"] + hf["training_s"]) / (base["training_s"] + base["scoring_s"])
+        save()
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
