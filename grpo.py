@@ -349,7 +349,7 @@ def train(args):
                 "completion_len_max": int(gen.lengths.max()), "truncated": truncated.float().mean().item(),
                 "zero_spread": zero.float().mean().item(), "trained_rows": len(keep),
                 "clip_frac": sums.get("clipped", 0.0) / max(sums.get("tokens", 0.0), 1.0),
-                "kl": sums.get("kl", 0.0) / max(sums.get("tokens", 0.0), 1.0) if args.beta > 0 else None,
+                "kl": sums["kl"] / max(sums["tokens"], 1.0) if args.beta > 0 and sums else None,
                 "entropy": float(ent_sum) / tokens_trained if len(keep) else None,
                 "logp_gap": float(gap_sum) / tokens_trained if len(keep) else None,
                 "grad_norm": grad_norm, "skipped_updates": skipped, "lr": optimizer.param_groups[0]["lr"],
