@@ -42,6 +42,7 @@ def main():
     p.add_argument("--new-tokens", type=int, default=512)
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--skip-hf", action="store_true")
+    p.add_argument("--only", nargs="*", default=None, help="run only these contenders (names as printed)")
     p.add_argument("--hf-compile-batches", type=int, nargs="*", default=None,
                    help="batches for the static-cache + compile baseline (default: all)")
     args = p.parse_args()
@@ -84,6 +85,8 @@ def main():
         compile_batches = args.hf_compile_batches if args.hf_compile_batches is not None else args.batches
         contenders += [("hf_static_compile", lambda B, n=N: hf_gen(B, n, cache_implementation="static")
                         if B in compile_batches else None)]
+    if args.only:
+        contenders = [(n, f) for n, f in contenders if n in args.only]
     out = Path(os.environ.get("OUT", ".")) / "bench_sample.json"
     for name, fn in contenders:  # contender-major: ours first, the slow-to-compile baseline last
         for B in args.batches:
