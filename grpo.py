@@ -294,13 +294,14 @@ def train(args):
                 Tp = idx.shape[1]
                 idx = torch.cat([idx, gen.tokens], 1).to(device)  # (N, Tp + Tc)
                 start, tokens, mask, adv = start.to(device), gen.tokens.to(device), mask.to(device), adv.to(device)
+                lengths, sampler_logp, keep = gen.lengths.to(device), gen.logprobs.to(device), keep.to(device)
                 micro = [keep[i:i + args.micro_batch_size] for i in range(0, len(keep), args.micro_batch_size)]
                 # Each micro-batch is cut to its longest completion: Tm <= Tc columns.
                 cut = lambda rows, Tm: (idx[rows, :Tp + Tm], start[rows], Tp, tokens[rows, :Tm], mask[rows, :Tm])
                 ref_logp = torch.zeros(mask.shape, device=device)
                 with torch.no_grad():
                     for rows in micro if ref is not None else []:
-                        Tm = int(gen.lengths[rows].max())
+                        Tm = int(lengths[rows].max())
                         ref_logp[rows, :Tm] = completion_logprobs(ref, *cut(rows, Tm), args.temperature)[0]
 
             # 3. mu policy updates on this batch. In the first pass the weights are still those that sampled,
@@ -312,14 +313,13 @@ def train(args):
                 for it in range(args.num_iterations if len(keep) else 0):
                     bad = False
                     for rows in micro:
-                        Tm = int(gen.lengths[rows].max())
+                        Tm = int(lengths[rows].max())
                         m = mask[rows, :Tm]
                         logp, ent = completion_logprobs(model, *cut(rows, Tm), args.temperature, entropy=it == 0)
                         if it == 0:
                             old_logp[rows, :Tm] = logp.detach()
                             ent_sum += ent.detach().sum()
-                            sampler = gen.logprobs[rows.cpu(), :Tm].to(device)
-                            gap_sum += ((sampler - logp.detach()).abs() * m).sum()
+                            gap_sum += ((sampler_logp[rows, :Tm] - logp.detach()).abs() * m).sum()
                         loss, st = policy_loss(logp, old_logp[rows, :Tm], adv[rows], m, epsilon=args.epsilon,
                                                epsilon_high=args.epsilon_high, beta=args.beta,
                                                ref_logp=ref_logp[rows, :Tm], loss_type=args.loss_type,
