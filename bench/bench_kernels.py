@@ -176,8 +176,12 @@ def main():
         w = (torch.randn(V, C, device="cuda") * 0.02).bfloat16().requires_grad_()
         t = torch.randint(0, V, (N,), device="cuda")
         result["logprob_profile"] = profile(lambda: fused_logprob(h, w, t, 0.7).sum().backward())
+    import kernels.attention as ka
+    import kernels.decode as kd
+    result["autotune_winners"] = {f.fn.__name__: {str(k): str(c) for k, c in f.cache.items()}
+                                  for f in (ka._attn_fwd, ka._attn_bwd_dkdv, ka._attn_bwd_dq, kd._decode_split)}
     Path(args.out).write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: v for k, v in result.items() if "profile" in k}, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if "profile" in k or "winners" in k}))
 
 
 if __name__ == "__main__":

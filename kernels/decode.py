@@ -50,10 +50,10 @@ def _configs():
     if INTERPRET:
         return [triton.Config({"BLOCK_N": 16}, num_warps=4, num_stages=1)]
     return [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s)
-            for n, w, s in ((64, 4, 3), (64, 4, 4), (128, 4, 3), (128, 8, 3), (32, 4, 4))]
+            for n, w, s in ((64, 4, 3), (64, 4, 4), (128, 4, 3))]
 
 
-@triton.autotune(configs=_configs(), key=["S", "D", "G_PAD", "NS"])
+@triton.autotune(configs=_configs(), key=["S", "D", "G_PAD"])
 @triton.jit
 def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, skb, skh, sks, svb, svh, svs,
                   s_len, s_start, KH, G, S, CHUNK, NS, D: tl.constexpr, G_PAD: tl.constexpr,
@@ -88,7 +88,7 @@ def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, s
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
         m_i = m_new
     empty = l_i == 0.0  # no valid key in this chunk
     l_safe = tl.where(empty, 1.0, l_i)
@@ -117,10 +117,10 @@ def _num_sms(device_index):
 
 
 def default_num_splits(B, K, S, device):
-    """Enough (row, kv head, chunk) programs for about four waves over the SMs, chunks of at least 256 slots."""
+    """Enough (row, kv head, chunk) programs for about two waves over the SMs, chunks of at least 256 slots."""
     sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device()) \
         if device.type == "cuda" else 4
-    return max(1, min(triton.cdiv(4 * sms, B * K), triton.cdiv(S, 256)))
+    return max(1, min(triton.cdiv(2 * sms, B * K), triton.cdiv(S, 256)))
 
 
 def decode_attention(q, k_cache, v_cache, lengths, start=None, num_splits=None):

@@ -16,8 +16,6 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first `import triton` in this process
-else:
-    os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")  # fp32 tl.dot would otherwise be tf32 (~3e-4) on a GPU
 
 import pytest  # noqa: E402
 
@@ -28,6 +26,9 @@ from kernels.logprob import fused_logprob, logprob_ref  # noqa: E402
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 gpu_only = pytest.mark.skipif(not CUDA, reason="bf16 at real shapes needs a GPU")
+# The tiny fp32/fp16 cases are for the interpreter; on a GPU the bf16 real-shape cases below cover the same
+# properties (and each new tiny shape would cost a round of autotuning compiles).
+interpreter_only = pytest.mark.skipif(CUDA, reason="tiny interpreter cases; the GPU runs the bf16 ones")
 
 
 def rel_err(a, b):
@@ -58,6 +59,7 @@ def _attention_case(B, H, K, T, D, dtype, start=None, cu_seqlens=None, seed=0):
 ATTN_TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
 
 
+@interpreter_only
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_attention_causal_gqa_matches_reference(dtype):
     # T = 40 is not a multiple of any block: the last blocks are partly out of range.
@@ -65,18 +67,21 @@ def test_attention_causal_gqa_matches_reference(dtype):
     assert max(errs.values()) < ATTN_TOL[dtype], errs
 
 
+@interpreter_only
 def test_attention_left_padding_matches_reference():
     start = torch.tensor([0, 13, 35], device=DEVICE)  # no padding, some, almost all
     errs = _attention_case(B=3, H=4, K=1, T=40, D=16, dtype=torch.float32, start=start)
     assert max(errs.values()) < ATTN_TOL[torch.float32], errs
 
 
+@interpreter_only
 def test_attention_packed_documents_match_reference():
     cu_seqlens = torch.tensor([0, 5, 21, 22, 40], device=DEVICE, dtype=torch.int32)  # a 1-token document too
     errs = _attention_case(B=1, H=2, K=2, T=40, D=32, dtype=torch.float32, cu_seqlens=cu_seqlens)
     assert max(errs.values()) < ATTN_TOL[torch.float32], errs
 
 
+@interpreter_only
 def test_attention_packing_equals_separate_sequences():
     """The property packing exists for: each document gives what it gives alone."""
     torch.manual_seed(0)
@@ -92,13 +97,15 @@ def test_attention_packing_equals_separate_sequences():
 @gpu_only
 @pytest.mark.parametrize("D", [64, 128])
 def test_attention_bf16_real_shapes(D):
-    start = torch.tensor([0, 300], device=DEVICE)
-    for kw in ({}, {"start": start}):
-        errs = _attention_case(B=2, H=14, K=2, T=1000, D=D, dtype=torch.bfloat16, **kw)
+    # Qwen2.5-0.5B heads (14 q, 2 kv) at T = 1000 (not a block multiple). Head dim 128 is checked on the masked
+    # path (left padding), which runs every loop of the kernels; 64 on all three layouts.
+    cases = [{"start": torch.tensor([0, 300], device=DEVICE)}]
+    if D == 64:
+        cases += [{}, {"cu_seqlens": torch.tensor([0, 100, 900, 1000], device=DEVICE, dtype=torch.int32)}]
+    for kw in cases:
+        B = 1 if "cu_seqlens" in kw else 2
+        errs = _attention_case(B=B, H=14, K=2, T=1000, D=D, dtype=torch.bfloat16, **kw)
         assert max(errs.values()) < ATTN_TOL[torch.bfloat16], (kw, errs)
-    cu = torch.tensor([0, 100, 900, 1000], device=DEVICE, dtype=torch.int32)
-    errs = _attention_case(B=1, H=14, K=2, T=1000, D=D, dtype=torch.bfloat16, cu_seqlens=cu)
-    assert max(errs.values()) < ATTN_TOL[torch.bfloat16], errs
 
 
 def _decode_case(B, H, K, S, D, dtype, lengths, start, num_splits, seed=0):
@@ -112,6 +119,7 @@ def _decode_case(B, H, K, S, D, dtype, lengths, start, num_splits, seed=0):
     return rel_err(out, ref)
 
 
+@interpreter_only
 @pytest.mark.parametrize("num_splits", [1, 3, 8])
 def test_decode_mixed_lengths_and_splits_match_reference(num_splits):
     # Rows end at different slots and start after different amounts of left padding; with 8 splits of a 48-slot
@@ -123,6 +131,7 @@ def test_decode_mixed_lengths_and_splits_match_reference(num_splits):
     assert err < 1e-5, err
 
 
+@interpreter_only
 def test_decode_fp16_int32_lengths_no_start():
     lengths = torch.tensor([5, 40], device=DEVICE, dtype=torch.int32)
     err = _decode_case(B=2, H=8, K=1, S=40, D=32, dtype=torch.float16, lengths=lengths, start=None, num_splits=None)
@@ -164,6 +173,7 @@ def _logprob_case(N, C, V, dtype, temperature, entropy, vocab_chunk, seed=0):
     return errs
 
 
+@interpreter_only
 @pytest.mark.parametrize("dtype,entropy,tol", [(torch.float32, True, 1e-5), (torch.float16, False, 5e-3)])
 def test_fused_logprob_matches_log_softmax_gather(dtype, entropy, tol):
     # V = 300: neither a multiple of the Triton block (64 in the interpreter) nor of the vocab slice (128), so the
