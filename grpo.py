@@ -218,8 +218,7 @@ def train(args):
     ckpt = tu.find_checkpoint(args.resume) if args.resume else None
     model = Qwen2.from_pretrained(ckpt or args.model, device=device, dtype=dtype)
     model.use_kernels = device.type == "cuda" and not args.no_kernels
-    model.gradient_checkpointing = args.gradient_checkpointing
-    model.train()
+    model.gradient_checkpointing = args.gradient_checkpointing  # (a fresh module is in training mode)
     tok = Tokenizer.from_dir(model.source_dir)
     template = args.template
     if template == "auto":
@@ -295,7 +294,9 @@ def train(args):
                 idx = torch.cat([idx, gen.tokens], 1).to(device)  # (N, Tp + Tc)
                 start, tokens, mask, adv = start.to(device), gen.tokens.to(device), mask.to(device), adv.to(device)
                 lengths, sampler_logp, keep = gen.lengths.to(device), gen.logprobs.to(device), keep.to(device)
-                micro = [keep[i:i + args.micro_batch_size] for i in range(0, len(keep), args.micro_batch_size)]
+                rows_with_loss = keep[mask[keep].sum(1) > 0]  # masked-out (truncated) rows need no forward
+                micro = [rows_with_loss[i:i + args.micro_batch_size]
+                         for i in range(0, len(rows_with_loss), args.micro_batch_size)]
                 # Each micro-batch is cut to its longest completion: Tm <= Tc columns.
                 cut = lambda rows, Tm: (idx[rows, :Tp + Tm], start[rows], Tp, tokens[rows, :Tm], mask[rows, :Tm])
                 ref_logp = torch.zeros(mask.shape, device=device)
@@ -307,10 +308,10 @@ def train(args):
             # 3. mu policy updates on this batch. In the first pass the weights are still those that sampled,
             # so that pass's log-probs (detached) are the "old" log-probs of the ratio: no extra forward.
             old_logp = torch.zeros(mask.shape, device=device)
-            num_seqs, num_tokens = len(keep), mask[keep].sum()
+            num_seqs, num_tokens = len(keep), mask[keep].sum().clamp(min=1)
             sums, ent_sum, gap_sum, trained_tokens, skipped, grad_norm = {}, 0.0, 0.0, 0, 0, 0.0
             with tu.Timer() as t_train:
-                for it in range(args.num_iterations if len(keep) else 0):
+                for it in range(args.num_iterations if micro else 0):
                     bad = False
                     for rows in micro:
                         Tm = int(lengths[rows].max())
