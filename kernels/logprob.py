@@ -107,7 +107,7 @@ class _FusedLogprob(torch.autograd.Function):
             z = buf[:N * vc].view(N, vc)
             torch.mm(hidden, weight[v0:v0 + vc].T, out=z)  # (N, vc) raw logits of this slice
             _slice_stats[(N,)](z, targets, m, l, s, zt, v0, vc, 1.0 / temperature, BLOCK_V=BLOCK_V,
-                               ENTROPY=return_entropy, num_warps=8)
+                               ENTROPY=return_entropy)
         lse = m + l.log()
         logp = zt - lse
         ent = lse - s / l if return_entropy else None

@@ -188,3 +188,32 @@ def test_fused_logprob_bf16_real_shapes():
     errs = _logprob_case(N=2048, C=896, V=151936, dtype=torch.bfloat16, temperature=0.6, entropy=True,
                          vocab_chunk=None)
     assert max(errs.values()) < 2e-2, errs  # bf16 logits and bf16 dz in both paths, rounded differently
+
+
+@gpu_only
+def test_model_use_kernels_matches_reference_path():
+    """model.use_kernels swaps these kernels in: a left-padded prefill, a packed batch and a CUDA-graph decode step
+    give the logits of the PyTorch path (bf16; two attention implementations rounding differently through two
+    layers -> 2e-2)."""
+    from conftest import TINY
+    from model import KVCache, ModelConfig, Qwen2
+    from sample import DecodeStep
+    cfg = ModelConfig(**{**TINY, "vocab_size": 1024, "hidden_size": 256, "intermediate_size": 512,
+                         "num_attention_heads": 4, "num_key_value_heads": 2})  # head dim 64
+    torch.manual_seed(0)
+    model = Qwen2(cfg).to(DEVICE, torch.bfloat16)
+    B, T = 3, 200
+    idx = torch.randint(0, 1024, (B, T), device=DEVICE)
+    start = torch.tensor([0, 50, 150], device=DEVICE)
+    results = {}
+    for use in (False, True):
+        model.use_kernels = use
+        with torch.no_grad():
+            padded = model(idx, start=start).float()
+            packed = model(idx[:1], cu_seqlens=torch.tensor([0, 60, T], device=DEVICE, dtype=torch.int32)).float()
+            cache = KVCache(cfg, B, 256, DEVICE, torch.bfloat16)
+            model(idx, start=start, cache=cache, slots=torch.arange(T, device=DEVICE))
+            decoded = DecodeStep(model, cache, start, T, cuda_graph=True)(idx[:, -1], T).clone()
+        results[use] = (padded, packed, decoded)
+    for name, a, b in zip(("padded", "packed", "decoded"), results[True], results[False]):
+        assert rel_err(a, b) < 2e-2, (name, rel_err(a, b))
