@@ -179,6 +179,12 @@ class KVCache:
         return self.k[layer], self.v[layer]
 
 
+@torch.compiler.disable  # torch.compile runs around it (Inductor cannot compile the autotuned Triton kernel)
+def _decode_kernel(q, k_cache, v_cache, lengths, start):
+    from kernels.decode import decode_attention
+    return decode_attention(q, k_cache, v_cache, lengths, start)
+
+
 class Attention(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -200,8 +206,7 @@ class Attention(nn.Module):
             k_cache, v_cache = cache.update(layer, slots, k, v)
             lengths = (slots[-1] + 1).expand(cache.k.shape[1])  # (B,) same write slot for every row
             if use_kernels:
-                from kernels.decode import decode_attention
-                y = decode_attention(q[:, :, 0], k_cache, v_cache, lengths, start)
+                y = _decode_kernel(q[:, :, 0], k_cache, v_cache, lengths, start)
             else:
                 y = decode_attention_ref(q[:, :, 0], k_cache, v_cache, lengths, start)
             y = y[:, :, None]  # (B, H, 1, D)
