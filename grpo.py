@@ -135,16 +135,18 @@ def policy_loss(logp, old_logp, adv, mask, *, epsilon=0.2, epsilon_high=None, be
 # ------------------------------------------------------------------------ log-probs of completions
 
 
-def completion_logprobs(model, idx, start, Tp, tokens, mask, temperature, entropy=False):
+def completion_logprobs(model, idx, start, Tp, tokens, sel, temperature, entropy=False):
     """Log-probs (M, Tc) fp32 of the completion tokens (M, Tc) of sequences idx (M, Tp + Tc) = left-padded prompt
-    + completion, computed only where mask (M, Tc) is set (padding costs no LM-head work); and their entropy."""
+    + completion, computed only at sel (n,), the flat positions of the real tokens in (M, Tc) (padding costs no
+    LM-head work; 0 is returned there); and the entropy (n,) of those positions if asked."""
+    M, Tc = tokens.shape
     h = model(idx, start=start, return_hidden=True)[:, Tp - 1:-1]  # (M, Tc, C): position t predicts token t
-    sel = mask.bool()
+    h = h.reshape(M * Tc, -1).index_select(0, sel)  # (n, C)
     from kernels.logprob import fused_logprob, logprob_ref  # fused: never holds the (n, V) logits
     fn = fused_logprob if model.use_kernels and idx.is_cuda else logprob_ref
-    out = fn(h[sel], model.lm_head.weight, tokens[sel], temperature, return_entropy=entropy)  # (n,) for n real tokens
+    out = fn(h, model.lm_head.weight, tokens.flatten()[sel], temperature, return_entropy=entropy)  # (n,)
     lp, ent = out if entropy else (out, None)
-    logp = torch.zeros(mask.shape, device=h.device).masked_scatter(sel, lp)  # (M, Tc), 0 off the mask
+    logp = torch.zeros(M * Tc, device=h.device).index_copy(0, sel, lp).view(M, Tc)
     return logp, ent
 
 
@@ -291,32 +293,32 @@ def train(args):
                                        truncated if args.mask_truncated_completions else None)  # (N, Tc)
                 idx, start = pad_left([prompts[ex["problem"]] for ex in rows_ex])  # as the sampler laid them out
                 Tp = idx.shape[1]
+                num_seqs, num_tokens = len(keep), max(float(mask[keep].sum()), 1.0)  # the loss normalisers
+                # Micro-batches of rows with a loss, each cut to its longest completion (Tm <= Tc columns), with the
+                # flat positions of its real tokens: worked out here on the host, so training never waits on the GPU.
+                rows_with_loss, micro = keep[mask[keep].sum(1) > 0], []
+                for i in range(0, len(rows_with_loss), args.micro_batch_size):
+                    rows = rows_with_loss[i:i + args.micro_batch_size]
+                    Tm = int(gen.lengths[rows].max())
+                    micro.append((rows.to(device), Tm, mask[rows, :Tm].flatten().nonzero()[:, 0].to(device)))
                 idx = torch.cat([idx, gen.tokens], 1).to(device)  # (N, Tp + Tc)
-                start, tokens, mask, adv = start.to(device), gen.tokens.to(device), mask.to(device), adv.to(device)
-                lengths, sampler_logp, keep = gen.lengths.to(device), gen.logprobs.to(device), keep.to(device)
-                rows_with_loss = keep[mask[keep].sum(1) > 0]  # masked-out (truncated) rows need no forward
-                micro = [rows_with_loss[i:i + args.micro_batch_size]
-                         for i in range(0, len(rows_with_loss), args.micro_batch_size)]
-                # Each micro-batch is cut to its longest completion: Tm <= Tc columns.
-                cut = lambda rows, Tm: (idx[rows, :Tp + Tm], start[rows], Tp, tokens[rows, :Tm], mask[rows, :Tm])
+                start, tokens, mask, adv, sampler_logp = (t.to(device) for t in (start, gen.tokens, mask, adv,
+                                                                                 gen.logprobs))
+                cut = lambda rows, Tm: (idx[rows, :Tp + Tm], start[rows], Tp, tokens[rows, :Tm])
                 ref_logp = torch.zeros(mask.shape, device=device)
                 with torch.no_grad():
-                    for rows in micro if ref is not None else []:
-                        Tm = int(lengths[rows].max())
-                        ref_logp[rows, :Tm] = completion_logprobs(ref, *cut(rows, Tm), args.temperature)[0]
+                    for rows, Tm, sel in micro if ref is not None else []:
+                        ref_logp[rows, :Tm] = completion_logprobs(ref, *cut(rows, Tm), sel, args.temperature)[0]
 
             # 3. mu policy updates on this batch. In the first pass the weights are still those that sampled,
             # so that pass's log-probs (detached) are the "old" log-probs of the ratio: no extra forward.
             old_logp = torch.zeros(mask.shape, device=device)
-            num_seqs, num_tokens = len(keep), mask[keep].sum().clamp(min=1)
-            sums, ent_sum, gap_sum, trained_tokens, skipped, grad_norm = {}, 0.0, 0.0, 0, 0, 0.0
+            sums, ent_sum, gap_sum, loss_sum, trained_tokens, skipped, grad_norm = {}, 0.0, 0.0, 0.0, 0, 0, 0.0
             with tu.Timer() as t_train:
                 for it in range(args.num_iterations if micro else 0):
-                    bad = False
-                    for rows in micro:
-                        Tm = int(lengths[rows].max())
+                    for rows, Tm, sel in micro:
                         m = mask[rows, :Tm]
-                        logp, ent = completion_logprobs(model, *cut(rows, Tm), args.temperature, entropy=it == 0)
+                        logp, ent = completion_logprobs(model, *cut(rows, Tm), sel, args.temperature, entropy=it == 0)
                         if it == 0:
                             old_logp[rows, :Tm] = logp.detach()
                             ent_sum += ent.detach().sum()
@@ -326,22 +328,20 @@ def train(args):
                                                ref_logp=ref_logp[rows, :Tm], loss_type=args.loss_type,
                                                max_completion_length=args.max_completion_length,
                                                num_seqs=num_seqs, num_tokens=num_tokens)
-                        if not torch.isfinite(loss):
-                            bad = True
-                            break
-                        loss.backward()
-                        trained_tokens += rows.numel() * (Tp + Tm)
+                        loss.backward()  # a NaN/inf loss makes the gradient norm non-finite: the update is skipped
+                        loss_sum += loss.detach()
+                        trained_tokens += len(rows) * (Tp + Tm)
                         for k, v in st.items():
                             sums[k] = sums.get(k, 0.0) + v  # on the device: no sync per micro-batch
-                    grad_norm = optimizer.step(args.max_grad_norm) if not bad else math.nan
+                    grad_norm = optimizer.step(args.max_grad_norm)  # the one host sync of the pass
                     optimizer.zero_grad()
                     if not math.isfinite(grad_norm):  # skip the rest of this batch: its old log-probs may be bad
                         skipped += 1
-                        tqdm.write(f"step {step + 1}: non-finite {'loss' if bad else 'gradient'}, update skipped")
+                        tqdm.write(f"step {step + 1}: loss {float(loss_sum):.4g}, gradient norm {grad_norm}: "
+                                   f"non-finite, update skipped")
                         break
 
             # 4. Metrics, checkpoint, evaluation, doctor.
-            tokens_trained = max(float(num_tokens), 1.0)
             sums = {k: float(v) for k, v in sums.items()}
             row = {
                 "step": step + 1, "reward": reward.mean().item(), "reward_std": reward.std().item(),
@@ -351,9 +351,9 @@ def train(args):
                 "zero_spread": zero.float().mean().item(), "trained_rows": len(keep),
                 "clip_frac": sums.get("clipped", 0.0) / max(sums.get("tokens", 0.0), 1.0),
                 "kl": sums["kl"] / max(sums["tokens"], 1.0) if args.beta > 0 and sums else None,
-                "entropy": float(ent_sum) / tokens_trained if len(keep) else None,
-                "logp_gap": float(gap_sum) / tokens_trained if len(keep) else None,
-                "grad_norm": grad_norm, "skipped_updates": skipped, "lr": optimizer.param_groups[0]["lr"],
+                "entropy": float(ent_sum) / num_tokens if len(keep) else None,
+                "logp_gap": float(gap_sum) / num_tokens if len(keep) else None,
+                "loss": float(loss_sum) / args.num_iterations, "grad_norm": grad_norm, "skipped_updates": skipped, "lr": optimizer.param_groups[0]["lr"],
                 "gen_time": t_gen.seconds, "score_time": t_score.seconds, "train_time": t_train.seconds,
                 "gen_tok_s": float(gen.lengths.sum()) / t_gen.seconds,
                 "train_tok_s": trained_tokens / t_train.seconds if trained_tokens else None,

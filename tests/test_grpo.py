@@ -168,10 +168,11 @@ def test_sampler_and_trainer_logprobs_agree(tiny_checkpoint):
     gen = generate(model, prompts, num_samples=2, max_new_tokens=6, temperature=0.7, seed=0, eos_ids={11})
     idx, start = grpo.pad_left([p for p in prompts for _ in range(2)])
     mask = completion_mask(gen.lengths, gen.tokens.shape[1])
+    sel = mask.flatten().nonzero()[:, 0]  # the real tokens' flat positions
     logp, ent = grpo.completion_logprobs(model, torch.cat([idx, gen.tokens], 1), start, idx.shape[1], gen.tokens,
-                                         mask, 0.7, entropy=True)
+                                         sel, 0.7, entropy=True)
     assert torch.allclose(logp, gen.logprobs, atol=1e-5)
-    assert (ent > 0).all()
+    assert (ent > 0).all() and ent.shape == sel.shape
 
 
 # ------------------------------------------------------------------------------------ the loop on a tiny model
@@ -280,6 +281,21 @@ def test_ctrl_c_saves_and_stops(tiny_task, tmp_path, monkeypatch):
     monkeypatch.setattr(grpo, "generate", generate_then_interrupt)
     _, history = run(tiny_task, tmp_path, steps=10)
     assert len(history) == 2 and (tmp_path / "latest").read_text().strip() == "checkpoint-2"
+
+
+def test_non_finite_loss_skips_the_update(tiny_task, tmp_path, monkeypatch):
+    real = grpo.policy_loss
+
+    def nan_loss(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(grpo, "policy_loss", nan_loss)
+    model, history = run(tiny_task, tmp_path, steps=2)
+    assert [r["skipped_updates"] for r in history] == [1, 1] and math.isnan(history[0]["grad_norm"])
+    from safetensors.torch import load_file
+    initial = load_file(tiny_task[0] / "model.safetensors")
+    assert all(torch.equal(p.detach(), initial[n]) for n, p in model.named_parameters() if n in initial)
 
 
 def test_reward_rises_on_tiny_arith(tiny_task, tmp_path):
