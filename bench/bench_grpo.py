@@ -132,6 +132,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokenizer-dir", default=str(ROOT.parent / "shared" / "fixtures" / "qwen2.5-0.5b"))
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="also a kernel-by-kernel profile of two steps")
     ap.add_argument("--tiny", action="store_true", help="a 2-layer model, 2 x 2 x 8 tokens: checks this script")
     args = ap.parse_args()
     if args.tiny:
@@ -148,8 +149,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         n_params = random_checkpoint(Path(tmp) / "ckpt", args.tokenizer_dir)
         res["n_params"] = n_params
-        for name, beta, mb, steps in (("ours_beta0", 0.0, 8, 3), ("ours_beta0.04", 0.04, 8, 2),
-                                      ("ours_beta0_mb16", 0.0, 16, 2)):
+        for name, beta, mb, steps in (("ours_beta0", 0.0, 8, 3), ("ours_beta0_mb16", 0.0, 16, 2),
+                                      ("ours_beta0_mb32", 0.0, 32, 2), ("ours_beta0.04_mb16", 0.04, 16, 2)):
             try:
                 res[name] = ours(Path(tmp) / "ckpt", Path(tmp) / name, n_params, beta, mb, steps)
             except Exception as e:  # keep the other figures if one configuration fails
@@ -158,6 +159,15 @@ def main():
             save()
             if DEV == "cuda":
                 torch.cuda.empty_cache()
+        if args.profile:  # where the GPU time of two steps goes, kernel by kernel
+            from torch.profiler import ProfilerActivity, profile
+            cuda = DEV == "cuda"
+            with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+                ours(Path(tmp) / "ckpt", Path(tmp) / "profiled", n_params, 0.0, 16, 2)
+            table = prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
+                                              row_limit=30, max_name_column_width=70)
+            (out / "profile_grpo.txt").write_text(table)
+            print(table, flush=True)
     if not args.skip_hf:
         from tokenizer import Tokenizer, r1_zero_prompt
         from tasks import load_task
