@@ -19,7 +19,7 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-from kernels.attention import attention, attention_ref  # noqa: E402
+from kernels.attention import attention, attention_ref, key_lower_bound  # noqa: E402
 from kernels.decode import decode_attention, decode_attention_ref  # noqa: E402
 from kernels.logprob import fused_logprob, logprob_ref  # noqa: E402
 
@@ -54,6 +54,29 @@ def _attention_case(B, H, K, T, D, dtype, start=None, cu_seqlens=None, seed=0):
         assert torch.isfinite(a).all(), name
         errs[name] = rel_err(a, b)
     return errs
+
+
+def test_key_lower_bound_by_hand():
+    """The one masking rule: query i sees keys lo[i] <= j <= i."""
+    T = 5
+    assert key_lower_bound(1, T, "cpu").tolist() == [[0, 0, 0, 0, 0]]
+    # left padding, start = 2: padding queries 0, 1 see only themselves; real queries start at key 2
+    assert key_lower_bound(1, T, "cpu", start=torch.tensor([2])).tolist() == [[0, 1, 2, 2, 2]]
+    # packing, documents [0, 2) and [2, 5)
+    cu = torch.tensor([0, 2, 5], dtype=torch.int32)
+    assert key_lower_bound(1, T, "cpu", cu_seqlens=cu).tolist() == [[0, 0, 2, 2, 2]]
+
+
+def test_bad_shapes_give_one_line_errors():
+    q, k = torch.zeros(1, 3, 8, 16), torch.zeros(1, 2, 8, 16)
+    with pytest.raises(ValueError, match="H a multiple of K"):
+        attention(q, k, k)
+    with pytest.raises(ValueError, match="head dim 24 unsupported"):
+        attention(torch.zeros(1, 2, 8, 24), torch.zeros(1, 1, 8, 24), torch.zeros(1, 1, 8, 24))
+    with pytest.raises(ValueError, match="flatten batch and time first"):
+        fused_logprob(torch.zeros(2, 3, 8), torch.zeros(10, 8), torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="cast one"):
+        fused_logprob(torch.zeros(2, 8), torch.zeros(10, 8, dtype=torch.float16), torch.zeros(2, dtype=torch.long))
 
 
 ATTN_TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
