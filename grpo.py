@@ -222,9 +222,8 @@ def train(args):
     model.use_kernels = device.type == "cuda" and not args.no_kernels
     model.gradient_checkpointing = args.gradient_checkpointing  # (a fresh module is in training mode)
     tok = Tokenizer.from_dir(model.source_dir)
-    template = args.template
-    if template == "auto":
-        template = "r1-chat" if "instruct" in str(args.model).lower() else "r1"
+    template = args.template if args.template != "auto" else (
+        "r1-chat" if "instruct" in str(args.model).lower() else "r1")  # the chat form for instruct models
     stop = ("</answer>",) if template.startswith("r1") else ()
 
     examples = load_task(args.task, split="train", n=args.num_train_examples, seed=args.seed)
@@ -234,12 +233,12 @@ def train(args):
         print(f"left out {len(examples) - len(kept)} of {len(examples)} problems longer than --max-prompt-length")
     examples = kept
     check_config(args, model.config, [len(prompts[ex["problem"]]) for ex in examples])
-    eval_examples = []
-    if args.eval_steps > 0:
-        eval_examples = load_task(args.eval_task or args.task, split="test", n=args.eval_limit, seed=args.seed)
+    eval_examples = load_task(args.eval_task or args.task, split="test", n=args.eval_limit,
+                              seed=args.seed) if args.eval_steps > 0 else []
 
     P, G = args.num_prompts, args.num_generations
-    est = dict(rows=P * G, seq_len=args.max_prompt_length + args.max_completion_length,
+    longest = max(len(prompts[ex["problem"]]) for ex in examples)
+    est = dict(rows=P * G, seq_len=longest + args.max_completion_length,
                micro_batch=min(args.micro_batch_size, P * G), weight_bytes=torch.finfo(dtype).bits // 8,
                reference=args.beta > 0, checkpointing=args.gradient_checkpointing, fused_logprob=model.use_kernels)
     total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
@@ -353,7 +352,8 @@ def train(args):
                 "kl": sums["kl"] / max(sums["tokens"], 1.0) if args.beta > 0 and sums else None,
                 "entropy": float(ent_sum) / num_tokens if len(keep) else None,
                 "logp_gap": float(gap_sum) / num_tokens if len(keep) else None,
-                "loss": float(loss_sum) / args.num_iterations, "grad_norm": grad_norm, "skipped_updates": skipped, "lr": optimizer.param_groups[0]["lr"],
+                "loss": float(loss_sum) / args.num_iterations, "grad_norm": grad_norm, "skipped_updates": skipped,
+                "lr": optimizer.param_groups[0]["lr"],
                 "gen_time": t_gen.seconds, "score_time": t_score.seconds, "train_time": t_train.seconds,
                 "gen_tok_s": float(gen.lengths.sum()) / t_gen.seconds,
                 "train_tok_s": trained_tokens / t_train.seconds if trained_tokens else None,

@@ -225,9 +225,9 @@ def tiny_task(tmp_path_factory):
 def run(tiny_task, out, *extra, steps=4):
     ckpt, task = tiny_task
     return grpo.main(["--model", str(ckpt), "--task", str(task), "--template", "plain", "--max-completion-length", "6",
-                      "--num-prompts", "4", "--num-generations", "4", "--micro-batch-size", "5", "--device", "cpu", "--max-steps",
-                      str(steps), "--eval-steps", "0", "--output-dir", str(out), "--learning-rate", "3e-3",
-                      "--plot-every", "1000", *extra])
+                      "--num-prompts", "4", "--num-generations", "4", "--micro-batch-size", "5", "--device", "cpu",
+                      "--max-steps", str(steps), "--eval-steps", "0", "--output-dir", str(out), "--learning-rate",
+                      "3e-3", "--plot-every", "1000", *extra])
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -258,7 +258,7 @@ def test_resume_is_exact(tiny_task, tmp_path):
     run(tiny_task, tmp_path / "b", *flags, steps=2)
     _, resumed = run(tiny_task, tmp_path / "b", *flags, "--resume", str(tmp_path / "b"), steps=4)
     from safetensors.torch import load_file
-    a, b = load_file(tmp_path / "a/checkpoint-4/model.safetensors"), load_file(tmp_path / "b/checkpoint-4/model.safetensors")
+    a, b = (load_file(tmp_path / run / "checkpoint-4/model.safetensors") for run in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     sa = torch.load(tmp_path / "a/checkpoint-4/trainer_state.pt", weights_only=True)["optimizer"]["adamw"]["state"]
     sb = torch.load(tmp_path / "b/checkpoint-4/trainer_state.pt", weights_only=True)["optimizer"]["adamw"]["state"]
@@ -304,7 +304,8 @@ def test_reward_rises_on_tiny_arith(tiny_task, tmp_path):
     least 0.08 and a final 0.25. Zero-spread groups are really left out: trained rows = (1 - zero share) * N."""
     ckpt, task = tiny_task
     _, h = grpo.main(["--model", str(ckpt), "--task", str(task), "--template", "plain", "--max-completion-length",
-                      "6", "--num-prompts", "8", "--num-generations", "8", "--max-steps", "80", "--eval-steps", "0", "--device", "cpu",
+                      "6", "--num-prompts", "8", "--num-generations", "8", "--max-steps", "80", "--eval-steps", "0",
+                      "--device", "cpu",
                       "--output-dir", str(tmp_path), "--learning-rate", "3e-3", "--save-steps", "1000",
                       "--plot-every", "40"])
     first, last = (sum(r["reward"] for r in rows) / 10 for rows in (h[:10], h[-10:]))
