@@ -232,13 +232,13 @@ def train(args):
     if len(kept) < len(examples):
         print(f"left out {len(examples) - len(kept)} of {len(examples)} problems longer than --max-prompt-length")
     examples = kept
-    check_config(args, model.config, [len(prompts[ex["problem"]]) for ex in examples])
+    prompt_lens = [len(prompts[ex["problem"]]) for ex in examples]
+    check_config(args, model.config, prompt_lens)
     eval_examples = load_task(args.eval_task or args.task, split="test", n=args.eval_limit,
                               seed=args.seed) if args.eval_steps > 0 else []
 
     P, G = args.num_prompts, args.num_generations
-    longest = max(len(prompts[ex["problem"]]) for ex in examples)
-    est = dict(rows=P * G, seq_len=longest + args.max_completion_length,
+    est = dict(rows=P * G, seq_len=max(prompt_lens) + args.max_completion_length,
                micro_batch=min(args.micro_batch_size, P * G), weight_bytes=torch.finfo(dtype).bits // 8,
                reference=args.beta > 0, checkpointing=args.gradient_checkpointing, fused_logprob=model.use_kernels)
     total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
@@ -262,8 +262,7 @@ def train(args):
     with tu.StopOnCtrlC() as ctrl_c:
         for step in tqdm(range(start_step, args.max_steps), initial=start_step, total=args.max_steps, desc="grpo"):
             t0 = time.perf_counter()
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
+            tu.peak_memory_gib(device, reset=True)
             batch = next_examples(examples, position, P, args.seed)
             position += P
             optimizer.set_lr(tu.lr_at(step, args.learning_rate, args.warmup_steps, args.max_steps,
@@ -293,9 +292,10 @@ def train(args):
                 idx, start = pad_left([prompts[ex["problem"]] for ex in rows_ex])  # as the sampler laid them out
                 Tp = idx.shape[1]
                 num_seqs, num_tokens = len(keep), max(float(mask[keep].sum()), 1.0)  # the loss normalisers
-                # Micro-batches of rows with a loss, each cut to its longest completion (Tm <= Tc columns), with the
-                # flat positions of its real tokens: worked out here on the host, so training never waits on the GPU.
-                rows_with_loss, micro = keep[mask[keep].sum(1) > 0], []
+                # Micro-batches of rows with a loss, longest first, each cut to its longest completion (Tm <= Tc;
+                # sorted: little padding), with its real tokens' flat positions: made on the host, never waiting.
+                rows_with_loss = keep[mask[keep].sum(1) > 0]
+                rows_with_loss, micro = rows_with_loss[gen.lengths[rows_with_loss].argsort(descending=True)], []
                 for i in range(0, len(rows_with_loss), args.micro_batch_size):
                     rows = rows_with_loss[i:i + args.micro_batch_size]
                     Tm = int(gen.lengths[rows].max())
@@ -358,7 +358,7 @@ def train(args):
                 "gen_tok_s": float(gen.lengths.sum()) / t_gen.seconds,
                 "train_tok_s": trained_tokens / t_train.seconds if trained_tokens else None,
                 "step_time": time.perf_counter() - t0,
-                "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+                "peak_mem_gib": tu.peak_memory_gib(device),
             }
             last = step + 1 == args.max_steps or ctrl_c.requested
             if eval_examples and ((step + 1) % args.eval_steps == 0 or last):
@@ -376,7 +376,6 @@ def train(args):
     return model, metrics.history
 
 
-@torch.no_grad()
 def run_eval(model, tok, examples, template, args, out_path):
     """pass@1 and maj@k on the held-out split (evaluate.py), with the paper's sampling (T 0.6, top-p 0.95)."""
     from evaluate import evaluate

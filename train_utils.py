@@ -261,6 +261,16 @@ class Timer:
         self.seconds = time.perf_counter() - self.t0
 
 
+def peak_memory_gib(device, reset=False):
+    """Peak GPU memory allocated since the last reset, in GiB (None on CPU); reset=True starts a new window."""
+    if torch.device(device).type != "cuda":
+        return None
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    if reset:
+        torch.cuda.reset_peak_memory_stats(device)
+    return peak
+
+
 def _sync():
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
