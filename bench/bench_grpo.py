@@ -18,6 +18,19 @@ How the figures are taken:
 - transformers: Qwen2ForCausalLM (sdpa attention), eager `generate` of 8 x 16 rows (min_new_tokens = 1,024),
   a no-grad pass for the old log-probs, then the clipped loss forward/backward in micro-batches of 8 with
   gradient checkpointing and one AdamW step, as a user writes it without a framework.
+
+Measured on an H100 80GB HBM3 (torch 2.11.0+cu130, triton 3.6.0, transformers 5.17.0), 2026-11-23 09:38 UTC;
+prompts of up to 148 tokens, completions of 1,016-1,020 tokens on average (random weights rarely stop):
+
+    configuration            step s  generation  scoring  training  gen tok/s  train tok/s  train MFU  peak GiB
+    beta 0, micro-batch 8      6.49        4.65     0.01      1.83     28.1k        81.9k      24.5%      20.5
+    beta 0, micro-batch 16     6.45        4.72     0.01      1.72     27.6k        87.0k      26.1%      32.7
+    beta 0.04, micro-batch 16  7.11        4.90     0.52      1.69     26.6k        88.6k      26.6%      33.7
+    transformers               74.96       70.03     0.86*     4.07      1.9k        36.9k      11.1%      16.6
+    (* its separate no-grad pass for the old log-probs; ours records them during the first training pass)
+Step 11.5x faster than transformers (generation 15.0x, scoring + training 2.7x). An earlier run the same day
+(09:25 UTC, before the training pass lost its per-micro-batch host syncs) gave 6.91 s vs 104.3 s (15.1x), and
+beta 0.04 with micro-batch 8 peaked at 21.4 GiB. Counting attention FLOPs too adds ~6% to the MFU figures.
 """
 import argparse
 import json
