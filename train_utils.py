@@ -344,10 +344,13 @@ def preflight(estimate_fn, total_bytes, knobs):
 
 def doctor(history, patience=5):
     """Warnings for the usual reasons an RL run does not learn, from the metrics of the last steps."""
-    recent = history[-patience:]
+    warn, recent = [], history[-patience:]
+    gap = history[-1].get("logp_gap") if history else None
+    if gap is not None and not gap < 0.1:  # (also true for inf and nan)
+        warn.append(f"sampler and trainer log-probs of the same tokens differ by {gap:.3g} on average (expected "
+                    f"~1e-2 in bf16): the ratios are off; try --no-kernels to tell a kernel from a masking bug")
     if len(recent) < patience:
-        return []
-    warn = []
+        return warn
     if all(r.get("zero_spread", 0) >= 1.0 for r in recent):
         warn.append(f"every group had zero reward spread for {patience} steps: no learning signal. The task is too "
                     f"hard or too easy for this model: raise --num-generations or --temperature, or change the task")

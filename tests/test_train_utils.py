@@ -183,3 +183,5 @@ def test_doctor_names_the_usual_reasons():
     assert "format reward collapsed" in tu.doctor(collapsed)[0]
     exploding = [{"kl": 0.05}, {"kl": 0.2}, {"kl": 0.5}, {"kl": 1.0}, {"kl": 3.0}]
     assert "KL" in tu.doctor(exploding)[0]
+    assert "sampler and trainer" in tu.doctor([{"logp_gap": float("inf")}])[0]  # from the first step on
+    assert tu.doctor([{"logp_gap": 8.7e-3}]) == []
