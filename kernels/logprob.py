@@ -58,7 +58,7 @@ def _slice_stats(Z, TGT, M, L, S, ZT, v0, VC, inv_temp, BLOCK_V: tl.constexpr, E
         l = l * alpha + tl.sum(e, 0)
         if ENTROPY:
             s = s * alpha + tl.sum(e * tl.where(inside, z, 0.0), 0)  # (0 * -inf would be NaN)
-        zt += tl.sum(tl.where(cols == t, z, 0.0), 0)
+        zt += tl.sum(tl.where((cols == t) & inside, z, 0.0), 0)  # a target just past this slice: not here
         m = m_new
     tl.store(M + n, m)
     tl.store(L + n, l)

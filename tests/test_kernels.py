@@ -206,6 +206,18 @@ def test_fused_logprob_matches_log_softmax_gather(dtype, entropy, tol):
     assert max(errs.values()) < tol, errs
 
 
+@interpreter_only
+def test_fused_logprob_target_just_past_a_slice():
+    # Slices of 96 columns walked in blocks of 64: a slice's last block reaches 32 columns into the next slice.
+    # Targets placed there (96..127, 192..199) must be read from their own slice, not as the -inf padding.
+    g = torch.Generator().manual_seed(0)
+    hidden, weight = torch.randn(6, 16, generator=g), torch.randn(200, 16, generator=g) / 4
+    targets = torch.tensor([96, 100, 127, 192, 199, 5])
+    got = fused_logprob(hidden, weight, targets, 1.0, vocab_chunk=96)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, logprob_ref(hidden, weight, targets), atol=1e-5, rtol=0)
+
+
 @gpu_only
 def test_fused_logprob_bf16_real_shapes():
     errs = _logprob_case(N=2048, C=896, V=151936, dtype=torch.bfloat16, temperature=0.6, entropy=True,
