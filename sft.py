@@ -133,21 +133,14 @@ def row_stream(docs, max_length, seed, epoch=0, index=0):
         epoch, index = epoch + 1, 0
 
 
-def to_device(row, device):
-    idx = torch.tensor(row["inputs"], device=device)[None]  # (1, T)
-    positions = torch.tensor(row["positions"], device=device)[None]  # (1, T)
-    cu_seqlens = torch.tensor(row["cu_seqlens"], dtype=torch.int32, device=device)  # (docs + 1,)
-    targets = torch.tensor(row["targets"], device=device)  # (T,)
-    return idx, positions, cu_seqlens, targets
-
-
 # ------------------------------------------------------------------------------------------ loss
 
 
 def row_loss_sum(model, row, device):
     """Summed cross-entropy (fp32) over the learnt tokens of one packed row, and how many there are."""
-    idx, positions, cu_seqlens, targets = to_device(row, device)
-    h = model(idx, positions=positions, cu_seqlens=cu_seqlens, return_hidden=True)[0]  # (T, C)
+    t = lambda key, dtype=torch.long: torch.tensor(row[key], dtype=dtype, device=device)
+    idx, positions, targets = t("inputs")[None], t("positions")[None], t("targets")  # (1, T), (1, T), (T,)
+    h = model(idx, positions=positions, cu_seqlens=t("cu_seqlens", torch.int32), return_hidden=True)[0]  # (T, C)
     learnt = targets != IGNORE
     h, targets = h[learnt], targets[learnt]  # (N, C), (N,): the LM head only runs where a loss is taken
     if model.use_kernels and h.is_cuda:  # never materialises the (N, V) logits
@@ -159,15 +152,10 @@ def row_loss_sum(model, row, device):
 
 @torch.no_grad()
 def eval_loss(model, rows, device):
-    """Mean loss per learnt token over the evaluation rows."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for row in rows:
-        s, n = row_loss_sum(model, row, device)
-        total, count = total + float(s), count + n
-    model.train(was_training)
-    return total / max(count, 1)
+    """Mean loss per learnt token over the evaluation rows (the model is left in training mode)."""
+    sums = [row_loss_sum(model.eval(), row, device) for row in rows]
+    model.train()
+    return sum(float(s) for s, _ in sums) / max(sum(n for _, n in sums), 1)
 
 
 # ------------------------------------------------------------------------------------------ from scratch
@@ -262,7 +250,7 @@ def parse_args(argv=None):
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--eval-steps", type=int, default=50)
-    p.add_argument("--save-steps", type=int, default=200)
+    p.add_argument("--save-steps", type=int, default=200, help="0: save at the end only")
     p.add_argument("--logging-steps", type=int, default=10)
     p.add_argument("--resume", help="run directory (its 'latest') or checkpoint-STEP directory to continue from")
     p.add_argument("--seed", type=int, default=0)
@@ -346,7 +334,7 @@ def main(argv=None):
             metrics.log(row)
             if not args.quiet and (step % args.logging_steps == 0 or "eval_loss" in row):
                 tqdm.write(tu.format_line(row, LOG_FIELDS))
-            if step % args.save_steps == 0 or step == total or stop.requested:
+            if (args.save_steps and step % args.save_steps == 0) or step == total or stop.requested:
                 tu.save_checkpoint(out, model, optimizer, step, (epoch, index), args,
                                            tokenizer_dir=model.source_dir)
     bar.close()
