@@ -1,9 +1,9 @@
 """
 R1 in miniature: the whole DeepSeek-R1 recipe on a model small enough to train on a laptop CPU, offline.
 
-    python demo.py                                   # ~4 minutes on 2 CPU cores, no GPU, no download
+    python demo.py                                   # ~3 minutes on 2 CPU cores, no GPU, no download
     python demo.py --seed 1 --output-dir runs/demo-1
-    python demo.py --size small --device cuda --max-value 9 --min-ops 1 --max-ops 3 --sft-lr 1e-3   # ~90M, GPU
+    python demo.py --size small --device cuda --sft-lr 3e-4    # 83M parameters on a GPU: not tuned yet (README)
 
 What it does, on the synthetic `arith` task ('3+4*2' -> 11; tasks.py), with the project's real pieces:
   1. From scratch (sft.build_from_scratch): a byte-level BPE tokenizer trained on the task's text and a 0.8M-

@@ -139,3 +139,19 @@ def test_rejection_sampling_keeps_only_verified_traces():
     kept = keep_verified(examples, completions, num_samples=4, max_per_problem=2)
     assert kept == [(examples[0], good), (examples[1], completions[6]), (examples[1], completions[7])]
     assert keep_verified(examples, completions, num_samples=4)[1] == (examples[1], completions[6])  # one per problem
+
+
+def test_distilled_file_is_what_sft_trains_on(tmp_path):
+    """distill() end to end with a stand-in for sample.generate: only the verified trace is written, as a
+    prompt/response line that sft.read_sft_jsonl accepts, its prompt the R1-Zero template the RL trainer uses."""
+    from types import SimpleNamespace
+
+    from distill import distill
+    examples = [{"problem": "3+4*2", "answer": "11", "task": "arith"}]
+    good = " <think>3+4*2=3+8=11</think> <answer>11</answer>"
+    fake = lambda model, prompts, num_samples, **kw: SimpleNamespace(texts=[" <answer>14</answer>", good])
+    stats = distill(None, SimpleNamespace(encode=lambda s: [1], eos_ids={0}), examples, tmp_path / "d.jsonl",
+                    num_samples=2, generate=fake)
+    assert stats == {"problems": 1, "samples": 2, "kept": 1, "problems_kept": 1}
+    (row,) = sft.read_sft_jsonl(tmp_path / "d.jsonl")
+    assert row["prompt"] == r1_zero_prompt("3+4*2") and row["response"] == good
