@@ -51,6 +51,8 @@ IGNORE = -100  # label of a token that is seen but not learnt (prompt, user turn
 
 def read_sft_jsonl(path):
     """Rows of an SFT jsonl file; a bad line raises ValueError naming file:line."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found: pass a jsonl file with 'prompt'/'response' or 'messages' per line")
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -269,9 +271,8 @@ def main(argv=None):
     """Train; returns the final checkpoint directory."""
     from tqdm import tqdm
     args = parse_args(argv)
-    out = Path(args.output_dir)
+    out, device = Path(args.output_dir), pick_device(args.device)
     out.mkdir(parents=True, exist_ok=True)
-    device = pick_device(args.device)
     rows = read_sft_jsonl(args.data)
     if args.eval_data:
         eval_rows = read_sft_jsonl(args.eval_data)
@@ -300,8 +301,7 @@ def main(argv=None):
         print(f"resumed from {ckpt} at step {step} (epoch {epoch}, row {index})")
     rows_per_epoch = len(epoch_rows(docs, args.max_length, args.seed, 0))
     total = args.max_steps or math.ceil(args.num_train_epochs * rows_per_epoch / args.gradient_accumulation_steps)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"sft: {n_params / 1e6:.1f}M parameters on {device}, {len(docs)} examples in {rows_per_epoch} rows of "
+    print(f"sft: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters on {device}, {len(docs)} examples in {rows_per_epoch} rows of "
           f"<= {args.max_length} tokens, {len(eval_set)} eval rows, {total} steps")
 
     metrics = tu.Metrics(out, plot_keys=("loss", "eval_loss", "lr", "grad_norm"), plot_every=args.logging_steps)
