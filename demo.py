@@ -23,8 +23,9 @@ Deviations from the paper, and why:
      read an instruction, and its ~90 tokens would be 80% of the compute.
   2. Problems have 2 operations over 1..5 (--min-ops, --max-ops, --max-value): a small enough world that a model
      this size learns its arithmetic from 2,000 examples in a minute and a half.
-  3. The cold start is half careless by construction (above), so that one CPU-minute of RL has a behaviour to
-     select. With worked traces only, GRPO at this scale mostly re-memorises the training problems.
+  3. The cold start is half careless by construction (above), so that two CPU-minutes of RL have a behaviour to
+     select. With worked traces only (--direct-fraction 0) SFT alone is better (seed 0: 53.0% greedy) and GRPO
+     after it adds nothing held-out (53.0%): at this scale it re-memorises the training problems.
 """
 import argparse
 import json
