@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from model import ModelConfig, Qwen2, pick_device, pick_dtype
+from tasks import iter_jsonl
 from tokenizer import Tokenizer, render_chat
 import train_utils as tu
 
@@ -54,20 +55,13 @@ def read_sft_jsonl(path):
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} not found: pass a jsonl file with 'prompt'/'response' or 'messages' per line")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); write one JSON object per line") from None
-            ok = isinstance(row, dict) and (isinstance(row.get("messages"), list) or (
-                isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)))
-            if not ok:
-                raise ValueError(f"{path}:{lineno}: needs 'prompt' and 'response' strings or a 'messages' list "
-                                 f"of {{'role', 'content'}} turns")
-            rows.append(row)
+    for lineno, row in iter_jsonl(path):
+        ok = isinstance(row, dict) and (isinstance(row.get("messages"), list) or (
+            isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)))
+        if not ok:
+            raise ValueError(f"{path}:{lineno}: needs 'prompt' and 'response' strings or a 'messages' list "
+                             f"of {{'role', 'content'}} turns")
+        rows.append(row)
     if not rows:
         raise ValueError(f"{path} holds no examples")
     return rows
@@ -301,10 +295,12 @@ def main(argv=None):
         print(f"resumed from {ckpt} at step {step} (epoch {epoch}, row {index})")
     rows_per_epoch = len(epoch_rows(docs, args.max_length, args.seed, 0))
     total = args.max_steps or math.ceil(args.num_train_epochs * rows_per_epoch / args.gradient_accumulation_steps)
-    print(f"sft: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters on {device}, {len(docs)} examples in {rows_per_epoch} rows of "
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"sft: {n_params / 1e6:.1f}M parameters on {device}, {len(docs)} examples in {rows_per_epoch} rows of "
           f"<= {args.max_length} tokens, {len(eval_set)} eval rows, {total} steps")
 
-    metrics = tu.Metrics(out, plot_keys=("loss", "eval_loss", "lr", "grad_norm"), plot_every=args.logging_steps)
+    metrics = tu.Metrics(out, plot_keys=("loss", "eval_loss", "lr", "grad_norm"), plot_every=args.logging_steps,
+                         resume_step=step if ckpt else None)  # a resumed run keeps its curve up to the checkpoint
     stream = row_stream(docs, args.max_length, args.seed, epoch, index)
     bar = tqdm(total=total, initial=step, desc="sft", unit="step", disable=args.quiet)
     with tu.StopOnCtrlC() as stop:

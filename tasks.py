@@ -29,24 +29,29 @@ GENERATED = ("countdown", "arith")
 NAMES = tuple(FILES) + GENERATED
 
 
-def read_jsonl(path, task="math"):
-    """Examples from a jsonl file; each line a JSON object with string-able "problem" and "answer" fields.
-    A line's own "task" field wins over `task`. A bad line raises ValueError naming file:line."""
-    examples = []
+def iter_jsonl(path):
+    """(line number, object) for each non-blank line of a jsonl file; bad JSON raises ValueError naming file:line."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); write one JSON object per line") from None
-            if not isinstance(row, dict) or "problem" not in row or "answer" not in row:
-                raise ValueError(f"{path}:{lineno}: needs an object with 'problem' and 'answer' fields, got "
-                                 f"{sorted(row) if isinstance(row, dict) else type(row).__name__}")
-            if not isinstance(row["problem"], str) or not isinstance(row["answer"], (str, int, float)):
-                raise ValueError(f"{path}:{lineno}: 'problem' must be a string and 'answer' a string or number")
-            examples.append({**row, "answer": str(row["answer"]), "task": row.get("task", task)})
+
+
+def read_jsonl(path, task="math"):
+    """Examples from a jsonl file; each line a JSON object with string-able "problem" and "answer" fields.
+    A line's own "task" field wins over `task`. A bad line raises ValueError naming file:line."""
+    examples = []
+    for lineno, row in iter_jsonl(path):
+        if not isinstance(row, dict) or "problem" not in row or "answer" not in row:
+            raise ValueError(f"{path}:{lineno}: needs an object with 'problem' and 'answer' fields, got "
+                             f"{sorted(row) if isinstance(row, dict) else type(row).__name__}")
+        if not isinstance(row["problem"], str) or not isinstance(row["answer"], (str, int, float)):
+            raise ValueError(f"{path}:{lineno}: 'problem' must be a string and 'answer' a string or number")
+        examples.append({**row, "answer": str(row["answer"]), "task": row.get("task", task)})
     return examples
 
 
