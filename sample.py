@@ -27,7 +27,6 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from model import KVCache, Qwen2, pick_device, pick_dtype
 from tokenizer import Tokenizer, r1_zero_prompt, render_chat

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import FIXTURE, write_checkpoint
+from conftest import FIXTURE
 
 from model import ModelConfig, Qwen2, attention_mask
 
