@@ -379,8 +379,9 @@ def resolve_checkpoint(name_or_dir):
         from huggingface_hub import snapshot_download
         return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "merges.txt"]))
     except Exception as e:
-        raise FileNotFoundError(f"could not fetch {repo} from the Hugging Face Hub ({type(e).__name__}); download it "
-                                f"where there is network (`hf download {repo} --local-dir DIR`) and pass --model DIR") from None
+        raise FileNotFoundError(f"could not fetch {repo} from the Hugging Face Hub ({type(e).__name__}); download "
+                                f"it where there is network (`hf download {repo} --local-dir DIR`) and pass --model "
+                                f"DIR") from None
 
 
 def load_safetensors(path):

@@ -25,14 +25,15 @@ for kern in ([False, True] if len(sys.argv) > 1 else [False]):
             t = time.perf_counter()
             for i in range(100): sample_token(logits, 1.0)
             torch.cuda.synchronize(); dt_samp = (time.perf_counter() - t) / 100
-            ev = generate  # end-to-end per token
             p = torch.randint(0, 1000, (B, 64)).tolist()
             generate(m, p, max_new_tokens=16, seed=0)
             torch.cuda.synchronize(); t = time.perf_counter()
             generate(m, p, max_new_tokens=256, seed=0)
             torch.cuda.synchronize(); dt_gen = (time.perf_counter() - t) / 256
-        print(f"kernels={kern} B={B}: replay {dt_step*1e3:.2f} ms, sample_token {dt_samp*1e3:.2f} ms, generate {dt_gen*1e3:.2f} ms/token-step", flush=True)
-with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+        print(f"kernels={kern} B={B}: replay {dt_step * 1e3:.2f} ms, sample_token {dt_samp * 1e3:.2f} ms, "
+              f"generate {dt_gen * 1e3:.2f} ms/token-step", flush=True)
+activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+with torch.profiler.profile(activities=activities) as prof:
     with torch.no_grad():
         generate(m, torch.randint(0, 1000, (64, 64)).tolist(), max_new_tokens=64, seed=0)
     torch.cuda.synchronize()
