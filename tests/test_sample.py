@@ -133,3 +133,35 @@ def test_cuda_graph_decode_matches_eager_on_gpu():
     eager = generate(m, PROMPTS, max_new_tokens=40, temperature=0, cuda_graph=False)
     assert torch.equal(graph.tokens, eager.tokens)
     torch.testing.assert_close(graph.logprobs, eager.logprobs, atol=1e-5, rtol=0)
+
+
+def run_cli(*args):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    return subprocess.run([sys.executable, str(ROOT / "sample.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def test_cli_streams_the_same_text_generate_returns(tiny_checkpoint):
+    r = run_cli("--model", str(tiny_checkpoint), "--prompt", "Once upon a time", "--max-new-tokens", "12",
+                "--seed", "5")
+    assert r.returncode == 0, r.stderr
+    model, tok = Qwen2.from_pretrained(tiny_checkpoint).eval(), Tokenizer.from_dir(tiny_checkpoint)
+    out = generate(model, [tok.encode("Once upon a time")], max_new_tokens=12, seed=5, eos_ids=tok.eos_ids,
+                   tokenizer=tok)
+    assert r.stdout == out.texts[0] + "\n"
+
+
+def test_cli_eval_writes_one_line_per_problem(tiny_checkpoint, tmp_path):
+    r = run_cli("--model", str(tiny_checkpoint), "--eval", "gsm8k", "--limit", "3", "--num-samples", "2",
+                "--max-new-tokens", "4", "--eval-out", str(tmp_path / "ev.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert "| gsm8k: 3 problems x 2 samples |" in r.stdout
+    assert len((tmp_path / "ev.jsonl").read_text().splitlines()) == 3
+
+
+def test_cli_bad_model_is_one_line(tmp_path):
+    r = run_cli("--model", str(tmp_path / "missing"), "--prompt", "hi")
+    assert r.returncode != 0 and r.stdout == ""
+    assert r.stderr.startswith("error: model directory") and r.stderr.count("\n") == 1
