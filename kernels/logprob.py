@@ -21,8 +21,13 @@ V vocab, VC vocab slice. Run `python kernels/logprob.py` on a GPU for memory and
 import os
 
 import torch
-import triton
-import triton.language as tl
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # no Triton for this platform (macOS, Windows): logprob_ref, the CPU path, still imports
+    from types import SimpleNamespace
+    triton, tl = SimpleNamespace(jit=lambda fn: fn), SimpleNamespace(constexpr=None)
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 BLOCK_V = 64 if INTERPRET else 2048  # columns a program handles per step of its walk along one row
