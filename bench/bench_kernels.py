@@ -33,7 +33,7 @@ from triton.testing import do_bench, do_bench_cudagraph
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kernels.attention import attention  # noqa: E402
 from kernels.decode import decode_attention, default_num_splits  # noqa: E402
-from kernels.logprob import fused_logprob, logprob_ref  # noqa: E402
+from kernels.logprob import benchmark as logprob_benchmark, fused_logprob  # noqa: E402
 
 H, K, D = 14, 2, 64  # Qwen2.5-0.5B attention
 N, V, C = 16384, 151936, 896  # log-prob: tokens, vocab, hidden
@@ -123,31 +123,6 @@ def bench_decode(B=64, S=8192):
     return row
 
 
-def bench_logprob():
-    h = (torch.randn(N, C, device="cuda") * 0.5).bfloat16().requires_grad_()
-    w = (torch.randn(V, C, device="cuda") * 0.02).bfloat16().requires_grad_()
-    t = torch.randint(0, V, (N,), device="cuda")
-    row = {"N": N, "V": V, "C": C}
-    mm = do_bench(lambda: h @ w.T, return_mode="median")
-    row["one_matmul_ms"] = mm  # fwd + bwd need four of these (logits, recomputed logits, dh, dW)
-    for name, fn in (("fused", fused_logprob), ("naive", logprob_ref)):
-        def step():
-            fn(h, w, t, 0.7).sum().backward()
-        step()
-        h.grad = w.grad = None
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        torch.cuda.synchronize()
-        row[name + "_extra_peak_GiB"] = (torch.cuda.max_memory_allocated() - base) / 2**30  # grads included
-        h.grad = w.grad = None
-        row[name + "_fwdbwd_ms"] = do_bench(step, grad_to_none=[h, w], return_mode="median")
-        row[name + "_fwd_ms"] = do_bench(lambda: fn(h.detach(), w.detach(), t, 0.7), return_mode="median")
-    row["time_ratio_naive_over_fused"] = row["naive_fwdbwd_ms"] / row["fused_fwdbwd_ms"]
-    return row
-
-
 def profile(fn, steps=3):
     """The ten most expensive CUDA kernels of fn, by total device time (ms per step)."""
     fn()
@@ -196,7 +171,7 @@ def main():
               f"SDPA {r['sdpa_TBps']:.2f} TB/s, ratio {r['ratio_default_vs_sdpa']:.2f}; mixed lengths "
               f"{r['ours_TBps_mixed_lengths']:.2f} TB/s", flush=True)
     if "logprob" in parts:
-        result["logprob"] = r = bench_logprob()
+        result["logprob"] = r = logprob_benchmark(N, V, C)  # kernels/logprob.py's own benchmark
         print(f"logprob N=16k V=152k: fused {r['fused_fwdbwd_ms']:.1f} ms, {r['fused_extra_peak_GiB']:.2f} GiB; "
               f"naive {r['naive_fwdbwd_ms']:.1f} ms, {r['naive_extra_peak_GiB']:.2f} GiB; one matmul "
               f"{r['one_matmul_ms']:.2f} ms", flush=True)

@@ -162,20 +162,35 @@ def fused_logprob(hidden, weight, targets, temperature=1.0, return_entropy=False
                                return_entropy, vocab_chunk)
 
 
-if __name__ == "__main__":  # N = 16k tokens on Qwen2.5-0.5B's LM head: extra peak memory and fwd+bwd time
+def benchmark(N=16384, V=151936, C=896, temperature=0.7):
+    """GPU: fused vs naive on an LM head of Qwen2.5-0.5B's size: extra peak memory (gradients included) and time."""
     from triton.testing import do_bench
-    N, V, C = 16384, 151936, 896
     h = (torch.randn(N, C, device="cuda") * 0.5).bfloat16().requires_grad_()
     w = (torch.randn(V, C, device="cuda") * 0.02).bfloat16().requires_grad_()
     t = torch.randint(0, V, (N,), device="cuda")
+    row = {"N": N, "V": V, "C": C}
+    row["one_matmul_ms"] = do_bench(lambda: h @ w.T, return_mode="median")  # fwd+bwd need four of these
     for name, fn in (("fused", fused_logprob), ("naive", logprob_ref)):
-        step = lambda: fn(h, w, t, 0.7).sum().backward()  # noqa: E731
+        def step():
+            fn(h, w, t, temperature).sum().backward()
         step()
         h.grad = w.grad = None
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         step()
-        extra = (torch.cuda.max_memory_allocated() - base) / 2**30
-        ms = do_bench(step, grad_to_none=[h, w], return_mode="median")
-        print(f"{name}: {ms:.1f} ms fwd+bwd, {extra:.2f} GiB extra peak (weight grad included)")
+        torch.cuda.synchronize()
+        row[name + "_extra_peak_GiB"] = (torch.cuda.max_memory_allocated() - base) / 2**30
+        h.grad = w.grad = None
+        row[name + "_fwdbwd_ms"] = do_bench(step, grad_to_none=[h, w], return_mode="median")
+        row[name + "_fwd_ms"] = do_bench(lambda: fn(h.detach(), w.detach(), t, temperature), return_mode="median")
+    row["time_ratio_naive_over_fused"] = row["naive_fwdbwd_ms"] / row["fused_fwdbwd_ms"]
+    return row
+
+
+if __name__ == "__main__":  # N = 16k tokens on Qwen2.5-0.5B's LM head
+    r = benchmark()
+    for name in ("fused", "naive"):
+        print(f"{name}: {r[name + '_fwdbwd_ms']:.1f} ms fwd+bwd, {r[name + '_extra_peak_GiB']:.2f} GiB extra peak "
+              f"(weight grad included)")
+    print(f"naive / fused time: {r['time_ratio_naive_over_fused']:.2f}x")
