@@ -165,7 +165,7 @@ def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1
         last = t == max_new_tokens - 1
         if (t + 1) % CHECK_EVERY == 0 or last:
             if stop:
-                for r, n in _find_stops(tokens[:, :t + 1], done, stopped, stop, tokenizer, checked).items():
+                for r, n in _find_stops(tokens[:, :t + 1], done, stop, tokenizer, checked).items():
                     stopped[r], done[r], lengths[r] = n, True, n
                 checked = t + 1
             if last or bool(done.all()):
@@ -182,14 +182,14 @@ def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1
     return Generation(tokens, lengths, logprobs, finish, texts)
 
 
-def _find_stops(tokens, done, stopped, stop, tokenizer, checked, margin=16):
+def _find_stops(tokens, done, stop, tokenizer, checked, margin=16):
     """Rows (not yet done) whose text now contains a stop string -> completion length that ends with it."""
     found = {}
     lo = max(0, checked - margin)  # a stop string may straddle the previous check
     rows = (~done).nonzero()[:, 0].tolist()
     tail = tokens[rows, lo:].tolist() if rows else []
     for r, ids in zip(rows, tail):
-        if r in stopped or not any(s in tokenizer.decode(ids, skip_special=False) for s in stop):
+        if not any(s in tokenizer.decode(ids, skip_special=False) for s in stop):
             continue
         for n in range(1, len(ids) + 1):  # the shortest prefix that contains a stop string
             if any(s in tokenizer.decode(ids[:n], skip_special=False) for s in stop):
