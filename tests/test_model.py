@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import FIXTURE
 
-from model import ModelConfig, Qwen2, attention_mask
+from model import ModelConfig, Qwen2, apply_rope, attention_mask, fused, rms_norm, rope_cos_sin, swiglu
 
 transformers = pytest.importorskip("transformers")
 
@@ -134,6 +134,31 @@ def test_activation_checkpointing_gives_same_gradients(tiny_checkpoint):
 
 
 # ------------------------------------------------------------------ bad input: one line that says what to do
+
+NO_COMPILER = not (shutil.which("g++") or shutil.which("c++"))
+
+
+@pytest.mark.skipif(NO_COMPILER, reason="torch.compile on CPU needs a C++ compiler")
+def test_fused_elementwise_twins_match_plain_pytorch():
+    """The fast path's torch.compile'd RMSNorm, RoPE and SwiGLU give the plain functions' values and gradients,
+    at two sequence lengths (one dynamic-shape compile serves both)."""
+    g = torch.Generator().manual_seed(0)
+    for T in (5, 12):
+        x = torch.randn(2, T, 16, generator=g, requires_grad=True)
+        w = torch.randn(16, generator=g, requires_grad=True)
+        q = torch.randn(2, 3, T, 8, generator=g, requires_grad=True)
+        cos, sin = rope_cos_sin(torch.arange(T)[None].expand(2, T), 8, 1e4, torch.float32)
+        gate, up = (torch.randn(2, T, 24, generator=g, requires_grad=True) for _ in range(2))
+        for fn, args in ((rms_norm, (x, w, 1e-6)), (apply_rope, (q, cos, sin)), (swiglu, (gate, up))):
+            leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+            want = fn(*args)
+            want_grads = torch.autograd.grad(want.square().sum(), leaves)
+            got = fused(fn)(*args)
+            got_grads = torch.autograd.grad(got.square().sum(), leaves)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+            for a, b in zip(got_grads, want_grads):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
 
 def test_missing_directory_is_a_clear_error():
     with pytest.raises(FileNotFoundError, match="model directory ./nowhere not found and not a known name"):
