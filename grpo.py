@@ -45,7 +45,7 @@ from tqdm import tqdm
 import rewards
 import train_utils as tu
 from model import Qwen2, pick_device, pick_dtype
-from sample import generate
+from sample import generate, pad_left
 from tasks import load_task
 from tokenizer import Tokenizer, r1_zero_prompt, render_chat
 
@@ -161,15 +161,6 @@ def prompt_text(problem, template):
     return r1_zero_prompt(problem, chat=template == "r1-chat")
 
 
-def pad_left(seqs):
-    """Token lists -> idx (B, T) left-padded with 0, start (B,) = index of each row's first real token."""
-    T = max(len(s) for s in seqs)
-    idx = torch.zeros(len(seqs), T, dtype=torch.long)
-    for r, s in enumerate(seqs):
-        idx[r, T - len(s):] = torch.tensor(s)
-    return idx, torch.tensor([T - len(s) for s in seqs])
-
-
 def next_examples(examples, position, P, seed):
     """Examples position .. position+P-1 of an endless stream of seeded shuffles (one per epoch): the data
     position is a single integer, which is what a checkpoint stores."""
@@ -198,8 +189,8 @@ def check_config(args, config, prompt_lens):
         raise ValueError("--temperature must be > 0: GRPO needs sampled, not greedy, completions")
     if not 0 <= args.overlong_buffer < args.max_completion_length:
         raise ValueError("--overlong-buffer must be >= 0 and smaller than --max-completion-length")
-    if args.num_iterations < 1 or args.micro_batch_size < 1 or args.num_prompts < 1:
-        raise ValueError("--num-iterations, --micro-batch-size and --num-prompts must be >= 1")
+    if args.num_iterations < 1 or args.micro_batch_size < 0 or args.num_prompts < 1:
+        raise ValueError("--num-iterations and --num-prompts must be >= 1, --micro-batch-size >= 0 (0: auto)")
 
 
 # ------------------------------------------------------------------------ training
@@ -242,7 +233,10 @@ def train(args):
                micro_batch=min(args.micro_batch_size, P * G), weight_bytes=torch.finfo(dtype).bits // 8,
                reference=args.beta > 0, checkpointing=args.gradient_checkpointing, fused_logprob=model.use_kernels)
     total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
-    print(tu.preflight(lambda **kw: tu.estimate_memory(model.config, **{**est, **kw}), total, est))
+    estimate = lambda **kw: tu.estimate_memory(model.config, **{**est, **kw})
+    if args.micro_batch_size == 0:  # auto: the largest that fits, up to 16
+        args.micro_batch_size = est["micro_batch"] = tu.auto_micro_batch(estimate, total, P * G)
+    print(tu.preflight(estimate, total, est))
 
     ref = None
     if args.beta > 0:  # the frozen initial policy, only needed for the KL term
@@ -419,7 +413,8 @@ def parse_args(argv=None):
     a("--warmup-steps", type=int, default=0)
     a("--weight-decay", type=float, default=0.0)
     a("--max-grad-norm", type=float, default=1.0, help="0: no clipping")
-    a("--micro-batch-size", type=int, default=8, help="rows per forward/backward (gradient accumulation)")
+    a("--micro-batch-size", type=int, default=0, help="rows per forward/backward (gradient accumulation); 0: the "
+      "largest of 16, 8, 4, .. whose memory estimate fits the GPU (8 on CPU)")
     a("--gradient-checkpointing", action="store_true", help="recompute activations in backward (less memory)")
     a("--max-steps", type=int, default=500)
     a("--seed", type=int, default=0)

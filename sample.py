@@ -115,6 +115,15 @@ class DecodeStep:
         return self.logits
 
 
+def pad_left(seqs):
+    """Token lists -> idx (B, T) left-padded with 0, start (B,) = index of each row's first real token."""
+    T = max(len(s) for s in seqs)
+    idx = torch.zeros(len(seqs), T, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        idx[r, T - len(s):] = torch.tensor(s)
+    return idx, torch.tensor([T - len(s) for s in seqs])
+
+
 @torch.no_grad()
 def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1.0, top_p=1.0, top_k=0,
              eos_ids=(), stop=(), tokenizer=None, seed=None, cuda_graph=None, compile=False, on_step=None):
@@ -130,11 +139,7 @@ def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1
     if stop and tokenizer is None:
         raise ValueError("stop strings need a tokenizer to decode the text")
     gen = torch.Generator(dev).manual_seed(seed) if seed is not None else None
-    idx = torch.zeros(P, Tp, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        idx[i, Tp - len(p):] = torch.tensor(p)  # left padding
-    idx = idx.to(dev)
-    start = torch.tensor([Tp - len(p) for p in prompts], device=dev)  # (P,)
+    idx, start = (t.to(dev) for t in pad_left(prompts))  # (P, Tp), (P,)
 
     # Cache length rounded up to a multiple of 256 so that calls with similar lengths share one shape (a compiled
     # decode step is then reused, not recompiled); masks and kernels only ever read the slots written so far.

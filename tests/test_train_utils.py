@@ -174,6 +174,17 @@ def test_memory_estimate_counts_the_real_parameters_and_suggests_what_fits():
     assert estimate(checkpointing=True)[1]["activations"] < parts["activations"] / 5
 
 
+def test_auto_micro_batch_is_the_largest_that_fits():
+    config = ModelConfig.from_json(FIXTURE / "config.json")
+    base = dict(rows=128, seq_len=1536, micro_batch=16, weight_bytes=2, checkpointing=False)
+    estimate = lambda **kw: tu.estimate_memory(config, **{**base, **kw})
+    assert tu.auto_micro_batch(estimate, 80 * 2**30, 128) == 16  # the 0.5B fits 16 rows of 1.5k tokens on 80 GB
+    assert tu.auto_micro_batch(estimate, 80 * 2**30, 6) == 6  # never more than the batch
+    assert tu.auto_micro_batch(estimate, None, 128) == 8  # CPU: nothing to measure against
+    mb = tu.auto_micro_batch(estimate, 16 * 2**30, 128)  # a 16 GB GPU: the same answer preflight's hint gives
+    assert mb == 2 and estimate(micro_batch=mb)[0] <= 0.92 * 16 * 2**30 < estimate(micro_batch=2 * mb)[0]
+
+
 def test_doctor_names_the_usual_reasons():
     healthy = [{"zero_spread": 0.3, "truncated": 0.1, "format": 0.5, "kl": 0.01} for _ in range(12)]
     assert tu.doctor(healthy) == []
