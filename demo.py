@@ -3,7 +3,7 @@ R1 in miniature: the whole DeepSeek-R1 recipe on a model small enough to train o
 
     python demo.py                                   # ~3 minutes on 2 CPU cores, no GPU, no download
     python demo.py --seed 1 --output-dir runs/demo-1
-    python demo.py --size small --device cuda --sft-lr 3e-4    # 83M parameters on a GPU: not tuned yet (README)
+    python demo.py --scale gpu                       # < 8 minutes on one H100: an 83M model, 3-operation problems
 
 What it does, on the synthetic `arith` task ('3+4*2' -> 11; tasks.py), with the project's real pieces:
   1. From scratch (sft.build_from_scratch): a byte-level BPE tokenizer trained on the task's text and a 0.8M-
@@ -17,6 +17,8 @@ What it does, on the synthetic `arith` task ('3+4*2' -> 11; tasks.py), with the 
      work every problem: reward and response length rise together, the R1-Zero signature in miniature.
   4. Greedy accuracy on 200 held-out problems (the test split, never trained on) before SFT, after SFT and
      after GRPO; OUT/demo.png has the curves, OUT/summary.json the numbers.
+--scale gpu is the same with an 83M-parameter model ('small'), problems of 3 operations over 1..9 and 20,000
+traces (SCALES below): there GRPO takes held-out accuracy from 57% to 79% (2 seeds, README).
 
 Deviations from the paper, and why:
   1. The prompt is the bare problem (--template plain), not the R1-Zero instruction: a 1M-parameter model cannot
@@ -104,28 +106,49 @@ def plot(out, sft_history, grpo_history, results):
     plt.close(fig)
 
 
-def main(argv=None):
+# The defaults of each --scale; any flag given on the command line wins. "gpu" was chosen from a sweep on an H100
+# (README): with 2-operation problems an 83M model learns both habits almost equally well from SFT and RL has
+# little to select, and --grpo-lr 1.5e-4 collapsed it to 1% accuracy.
+SCALES = {
+    "cpu": dict(size="tiny", device="cpu", min_ops=2, max_ops=2, max_value=5, sft_examples=2000, sft_epochs=15,
+                sft_lr=3e-3, rl_examples=2000, grpo_steps=300, grpo_lr=1e-4, num_prompts=16),
+    "gpu": dict(size="small", device="cuda", min_ops=3, max_ops=3, max_value=9, sft_examples=20000, sft_epochs=3,
+                sft_lr=3e-4, rl_examples=40000, grpo_steps=400, grpo_lr=5e-5, num_prompts=32),
+}
+
+
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--scale", default="cpu", choices=list(SCALES), help="cpu: 0.8M model, minutes on 2 cores (the "
+                   "default); gpu: 83M model, minutes on one GPU. Sets the defaults of the flags below")
     p.add_argument("--output-dir", default="runs/demo")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", default="tiny", choices=list(sft.SCRATCH_CONFIGS))
-    p.add_argument("--device", default="cpu", help="cpu (default: the demo is for machines without a GPU) or cuda")
-    p.add_argument("--min-ops", type=int, default=2, help="operations per problem, at least")
-    p.add_argument("--max-ops", type=int, default=2, help="operations per problem, at most")
-    p.add_argument("--max-value", type=int, default=5, help="numbers are drawn from 1..max_value")
-    p.add_argument("--sft-examples", type=int, default=2000, help="cold-start traces")
+    p.add_argument("--size", choices=list(sft.SCRATCH_CONFIGS))
+    p.add_argument("--device", help="cpu (the cpu scale: the demo is for machines without a GPU) or cuda")
+    p.add_argument("--min-ops", type=int, help="operations per problem, at least")
+    p.add_argument("--max-ops", type=int, help="operations per problem, at most")
+    p.add_argument("--max-value", type=int, help="numbers are drawn from 1..max_value")
+    p.add_argument("--sft-examples", type=int, help="cold-start traces")
     p.add_argument("--direct-fraction", type=float, default=0.5, help="share of traces that answer without working")
-    p.add_argument("--sft-epochs", type=float, default=15)
-    p.add_argument("--sft-lr", type=float, default=3e-3)
-    p.add_argument("--rl-examples", type=int, default=2000, help="training problems for GRPO (the SFT problems among them)")
-    p.add_argument("--grpo-steps", type=int, default=300)
-    p.add_argument("--grpo-lr", type=float, default=1e-4)
-    p.add_argument("--num-prompts", type=int, default=16)
+    p.add_argument("--sft-epochs", type=float)
+    p.add_argument("--sft-lr", type=float)
+    p.add_argument("--rl-examples", type=int, help="training problems for GRPO (the SFT problems among them)")
+    p.add_argument("--grpo-steps", type=int)
+    p.add_argument("--grpo-lr", type=float)
+    p.add_argument("--num-prompts", type=int)
     p.add_argument("--num-generations", type=int, default=8)
     p.add_argument("--max-completion-length", type=int, default=48)
     p.add_argument("--test-problems", type=int, default=200)
     p.add_argument("--no-kernels", action="store_true", help="PyTorch reference attention on GPU too")
     args = p.parse_args(argv)
+    for k, v in SCALES[args.scale].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     t0 = time.time()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
