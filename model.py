@@ -267,10 +267,10 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, *attn_args):
-        fast = attn_args[-1]  # use_kernels
-        x = x + self.self_attn(self.input_layernorm(x, fast), *attn_args)
-        return x + self.mlp(self.post_attention_layernorm(x, fast), fast)
+    def forward(self, x, cos, sin, start, cu_seqlens, cache, slots, layer, use_kernels):
+        h = self.input_layernorm(x, use_kernels)
+        x = x + self.self_attn(h, cos, sin, start, cu_seqlens, cache, slots, layer, use_kernels)
+        return x + self.mlp(self.post_attention_layernorm(x, use_kernels), use_kernels)
 
 
 class Qwen2(nn.Module):
