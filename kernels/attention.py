@@ -31,6 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import HEAD_DIMS
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # CPU interpreter: one small config, no autotuning
 LOG2E = 1.4426950408889634
 
@@ -325,8 +327,8 @@ def attention(q, k, v, start=None, cu_seqlens=None, sm_scale=None):
     if k.shape[1] == 0 or H % k.shape[1] or k.shape != v.shape or k.shape[::2] != q.shape[::2]:
         raise ValueError(f"attention: q {tuple(q.shape)} and k/v {tuple(k.shape)}: need (B, H, T, D) and (B, K, T, D)"
                          " with H a multiple of K")
-    if D not in (16, 32, 64, 128):
-        raise ValueError(f"attention: head dim {D} unsupported: use 16, 32, 64 or 128 (or attention_ref)")
+    if D not in HEAD_DIMS:
+        raise ValueError(f"attention: head dim {D} unsupported: use one of {HEAD_DIMS} (or attention_ref)")
     if cu_seqlens is not None and B != 1:
         raise ValueError(f"attention: cu_seqlens needs one packed row (B == 1), got B = {B}")
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
