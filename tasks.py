@@ -2,11 +2,12 @@
 
 An example is a dict with `problem`, `answer`, `task` (which accuracy rule rewards.py applies) and task fields.
 
-    load_task("math500")                      # ../shared/data/math500_test.jsonl, task "math"
+    load_task("math500")                      # data/math500_test.jsonl (shipped in the repo), task "math"
     load_task("gsm8k", split="train")         # gsm8k_train.jsonl, task "gsm8k"
     load_task("countdown", n=1000, seed=0)    # TinyZero's game: numbers + target, answer is an expression
     load_task("arith", n=1000)                # '3+4*2' -> '11': a task a tiny CPU model can learn
     load_task("my_data.jsonl")                # any jsonl with "problem" and "answer" on every line
+    load_task("openai/gsm8k")                 # a Hub dataset id, if the optional `datasets` package is installed
 
 The generated tasks keep train and test apart by a hash of the problem text: test holds the problems whose
 crc32 % 10 == 0, train the rest, so no test problem is ever trained on, whatever n and seed are.
@@ -18,7 +19,7 @@ import random
 import zlib
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "shared" / "data"  # the repo is checked out beside shared/
+DATA_DIR = Path(__file__).resolve().parent / "data"  # shipped with the repo: sources and licences in data/README.md
 FILES = {  # name -> (file pattern, task for rewards.accuracy_reward)
     "gsm8k": ("gsm8k_{split}.jsonl", "gsm8k"),
     "math500": ("math500_test.jsonl", "math"),
@@ -71,14 +72,49 @@ def load_task(name_or_path, split="test", n=None, seed=0, data_dir=None, **gener
             raise FileNotFoundError(f"{name_or_path} has only a test split: pass split='test'")
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: pass data_dir=<folder with the jsonl files> "
-                                    f"(default ../shared/data)")
+                                    f"(default: the repo's data/ folder)")
     else:
         path, task = Path(name_or_path), "math"
+        if path.suffix != ".jsonl" and not path.exists() and _looks_like_hub_id(name_or_path):
+            examples = load_hub_dataset(name_or_path, split)
+            return examples[:n] if n is not None else examples
         if path.suffix != ".jsonl" or not path.exists():
             raise FileNotFoundError(f"unknown dataset {name_or_path!r}: pass one of {', '.join(NAMES)} "
                                     f"or the path of a .jsonl file with 'problem' and 'answer' fields")
     examples = read_jsonl(path, task)
     return examples[:n] if n is not None else examples
+
+
+def _looks_like_hub_id(name):
+    owner, _, rest = name.partition("/")
+    return bool(owner) and bool(rest) and "/" not in rest and not name.startswith(".")
+
+
+PROBLEM_KEYS, ANSWER_KEYS = ("problem", "question", "prompt"), ("answer", "solution")
+
+
+def load_hub_dataset(dataset_id, split="test"):
+    """A Hugging Face Hub dataset through the optional `datasets` package: the first column named like a problem
+    (problem / question / prompt) and like an answer (answer / solution). GSM8K's "reasoning #### 42" answers keep
+    only the final number; anything else is taken as it is, so pick a dataset whose answer column is final."""
+    try:
+        import datasets
+    except ImportError:
+        raise FileNotFoundError(f"{dataset_id!r} looks like a Hub dataset id, which needs the optional `datasets` "
+                                f"package (pip install datasets); or pass a .jsonl file") from None
+    try:
+        rows = datasets.load_dataset(dataset_id, "main" if dataset_id.endswith("gsm8k") else None, split=split)
+    except Exception as e:  # network, unknown id, unknown split: one line, whatever the library raised
+        raise FileNotFoundError(f"could not load Hub dataset {dataset_id!r} split {split!r}: {e}") from None
+    columns = rows.column_names
+    pkey = next((k for k in PROBLEM_KEYS if k in columns), None)
+    akey = next((k for k in ANSWER_KEYS if k in columns), None)
+    if pkey is None or akey is None:
+        raise ValueError(f"Hub dataset {dataset_id!r} has columns {columns}: need one of {PROBLEM_KEYS} and one of "
+                         f"{ANSWER_KEYS}")
+    task = "gsm8k" if "gsm8k" in dataset_id.lower() else "math"
+    return [{"problem": str(r[pkey]), "answer": str(r[akey]).split("####")[-1].strip().replace(",", ""),
+             "task": task} for r in rows]
 
 
 def _in_split(problem, split):

@@ -4,7 +4,7 @@ x 1,024 new tokens — through grpo.py's own loop, with beta = 0 and beta > 0; t
 `transformers` alone (generate, then forward/backward), in the same process, and the ratio.
 
     python bench/bench_grpo.py                          # needs a GPU; JSON to $OUT (or .) as bench_grpo.json
-    python bench/bench_grpo.py --tokenizer-dir DIR      # where ../shared/fixtures is not beside the checkout
+    python bench/bench_grpo.py --tokenizer-dir DIR      # another tokenizer (default: the in-repo fixture)
     python bench/bench_grpo.py --tiny --skip-hf         # a seconds-long smoke test of this script, CPU is fine
 
 How the figures are taken:
@@ -157,7 +157,7 @@ def hf_step(prompt_len, micro_batch=8, static_compile=False):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tokenizer-dir", default=str(ROOT.parent / "shared" / "fixtures" / "qwen2.5-0.5b"))
+    ap.add_argument("--tokenizer-dir", default=str(ROOT / "tests" / "fixtures" / "qwen2.5-0.5b"))
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--skip-hf-compile", action="store_true", help="no static cache + compile transformers run")
     ap.add_argument("--profile", action="store_true", help="also a kernel-by-kernel profile of two steps")

@@ -1,4 +1,4 @@
-"""Shared test helpers: where ../shared is, and tiny random checkpoints written like downloaded ones."""
+"""Shared test helpers: the in-repo fixture and data, and tiny random checkpoints written like downloaded ones."""
 import json
 import os
 import shutil
@@ -13,9 +13,8 @@ if not torch.cuda.is_available():
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared"  # the repo is checked out as <x>/main with <x>/shared beside it
-FIXTURE = SHARED / "fixtures" / "qwen2.5-0.5b"
-DATA = SHARED / "data"
+FIXTURE = ROOT / "tests" / "fixtures" / "qwen2.5-0.5b"  # config + tokenizer of the real checkpoint, no weights
+DATA = ROOT / "data"
 
 from model import ModelConfig, Qwen2  # noqa: E402
 
