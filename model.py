@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from kernels import HEAD_DIMS
+from tokenizer import Tokenizer
 
 # Short names a user can pass instead of a directory; they are fetched from the Hugging Face Hub.
 KNOWN_MODELS = {
@@ -368,6 +369,16 @@ class Qwen2(nn.Module):
             if src is not None and (src / name).is_file() and src.resolve() != out_dir.resolve():
                 data = (src / name).read_bytes()
                 _atomic_write(out_dir / name, lambda p: Path(p).write_bytes(data))
+
+
+def load_model(name_or_dir, device=None, dtype=None, kernels=True):
+    """The one way every command sets up a model: (model, tokenizer) from a directory, a short name or a Hub id,
+    on `device` (default CUDA when present) in `dtype` (default bf16 on GPU, fp32 on CPU), with the Triton
+    kernels on where they can run (CUDA) unless `kernels=False` (--no-kernels: the PyTorch reference path)."""
+    device = pick_device(device)
+    model = Qwen2.from_pretrained(name_or_dir, device=device, dtype=pick_dtype(device, dtype))
+    model.use_kernels = device.type == "cuda" and kernels
+    return model, Tokenizer.from_dir(model.source_dir)
 
 
 def pick_device(name=None):

@@ -205,3 +205,12 @@ def test_known_name_offline_names_the_repo(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     with pytest.raises(FileNotFoundError, match="could not fetch Qwen/Qwen2.5-0.5B .* pass --model DIR"):
         Qwen2.from_pretrained("qwen2.5-0.5b")
+
+
+def test_load_model_sets_up_model_tokenizer_device_dtype_and_kernels(tiny_checkpoint):
+    from model import load_model
+    model, tok = load_model(tiny_checkpoint, device="cpu")
+    assert next(model.parameters()).dtype == torch.float32 and not model.use_kernels  # kernels need CUDA
+    assert tok.encode("hello") and model.source_dir == tiny_checkpoint
+    model, _ = load_model(tiny_checkpoint, device="cpu", dtype="bfloat16", kernels=False)
+    assert next(model.parameters()).dtype == torch.bfloat16
