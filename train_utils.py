@@ -13,6 +13,8 @@ It is written as checkpoint-STEP.tmp/ and renamed when complete, then OUT/latest
 is replaced atomically: a crash at any moment leaves the previous checkpoint intact and `latest` pointing to it.
 The "scheduler state" is the step: the learning rate is a pure function of it (lr_at below).
 """
+import argparse
+import dataclasses
 import json
 import math
 import os
@@ -21,9 +23,52 @@ import shutil
 import signal
 import sys
 import time
+import types
+import typing
 from pathlib import Path
 
 import torch
+
+# ------------------------------------------------------------------- configuration: one dataclass per command
+
+
+def option(default, help, **argparse_kw):
+    """A config field: its default, its --help text and any argparse extras (choices, metavar). The dataclass
+    is the one source of truth: the command-line parser is built from it and Python callers construct it."""
+    return dataclasses.field(default=default, metadata={"help": help, **argparse_kw})
+
+
+def config_parser(cls, suppress_defaults=False):
+    """An argparse parser with one --flag-name per field of the dataclass `cls`. A bool field is a switch
+    (--flag when it defaults to False, --flag/--no-flag when True); `T | None` fields parse as T; a tuple field
+    takes as many values as its type names."""
+    p = argparse.ArgumentParser(description=(cls.__doc__ or "").strip(), formatter_class=argparse.RawTextHelpFormatter,
+                                argument_default=argparse.SUPPRESS if suppress_defaults else None)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kw, flag = dict(f.metadata), "--" + f.name.replace("_", "-")
+        default = {} if suppress_defaults else {"default": f.default}
+        t = hints[f.name]
+        if typing.get_origin(t) in (typing.Union, types.UnionType):
+            t = next(a for a in typing.get_args(t) if a is not type(None))  # Optional[T] -> T
+        if t is bool:
+            kw["action"] = "store_true" if not f.default else argparse.BooleanOptionalAction
+        elif typing.get_origin(t) is tuple:
+            kw.setdefault("nargs", len(typing.get_args(t)))
+            kw.setdefault("type", typing.get_args(t)[0])
+        else:
+            kw.setdefault("type", t)
+        p.add_argument(flag, dest=f.name, **default, **kw)
+    return p
+
+
+def parse_config(cls, argv=None):
+    """(config, given): the dataclass filled from argv (sys.argv[1:] by default), and the names of the fields
+    the command line set explicitly (so that, say, a resumed run can tell a user's flag from a default)."""
+    args = vars(config_parser(cls).parse_args(argv))
+    given = set(vars(config_parser(cls, suppress_defaults=True).parse_args(argv)))
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}), given
+
 
 # ------------------------------------------------------------------------------------------ optimizer
 

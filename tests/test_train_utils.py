@@ -196,3 +196,28 @@ def test_doctor_names_the_usual_reasons():
     assert "KL" in tu.doctor(exploding)[0]
     assert "sampler and trainer" in tu.doctor([{"logp_gap": float("inf")}])[0]  # from the first step on
     assert tu.doctor([{"logp_gap": 8.7e-3}]) == []
+
+
+def test_config_parser_builds_one_flag_per_field_and_reports_what_was_given():
+    import dataclasses
+    from train_utils import option, parse_config
+
+    @dataclasses.dataclass
+    class Toy:
+        """A toy command."""
+        learning_rate: float = option(1e-6, "step size")
+        eval_task: str | None = option(None, "default: --task")
+        num_prompts: int = option(8, "P")
+        reward_weights: tuple[float, float] = option((1.0, 1.0), "accuracy, format", metavar=("ACC", "FMT"))
+        no_kernels: bool = option(False, "PyTorch references")
+        plot: bool = option(True, "draw curves")
+        loss_type: str = option("dapo", "objective", choices=["grpo", "dapo"])
+
+    config, given = parse_config(Toy, [])
+    assert config == Toy() and given == set()
+    config, given = parse_config(Toy, ["--learning-rate", "1e-6", "--reward-weights", "1", "0.5", "--no-kernels",
+                                       "--no-plot", "--num-prompts", "4", "--eval-task", "arith"])
+    assert config == Toy(1e-6, "arith", 4, (1.0, 0.5), True, False, "dapo")
+    assert given == {"learning_rate", "reward_weights", "no_kernels", "plot", "num_prompts", "eval_task"}
+    with pytest.raises(SystemExit):
+        parse_config(Toy, ["--loss-type", "ppo"])
