@@ -1,6 +1,6 @@
 """
 The Qwen2-family decoder (Qwen2, Qwen2.5, Qwen2.5-Math, DeepSeek-R1-Distill-Qwen), written from scratch in
-plain PyTorch, and the code that loads and saves Hugging Face checkpoints.
+plain PyTorch, and the code that loads and saves Hugging Face checkpoints (the file handling is in hf_files.py).
 
     python -c "from model import Qwen2; m = Qwen2.from_pretrained('qwen2.5-0.5b'); print(m.config)"
 
@@ -25,7 +25,6 @@ L layers.
 """
 import functools
 import json
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -34,21 +33,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from hf_files import KNOWN_MODELS, atomic_write, load_safetensors, read_tokenizer_files, resolve_checkpoint
 from kernels import HEAD_DIMS
 from tokenizer import Tokenizer
 
-# Short names a user can pass instead of a directory; they are fetched from the Hugging Face Hub.
-KNOWN_MODELS = {
-    "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
-    "qwen2.5-0.5b-instruct": "Qwen/Qwen2.5-0.5B-Instruct",
-    "qwen2.5-1.5b": "Qwen/Qwen2.5-1.5B",
-    "qwen2.5-1.5b-instruct": "Qwen/Qwen2.5-1.5B-Instruct",
-    "qwen2.5-3b": "Qwen/Qwen2.5-3B",
-    "qwen2.5-math-1.5b": "Qwen/Qwen2.5-Math-1.5B",
-    "qwen2.5-math-1.5b-instruct": "Qwen/Qwen2.5-Math-1.5B-Instruct",
-    "deepseek-r1-distill-qwen-1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
-}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "vocab.json", "merges.txt")
 
 
 @dataclass
@@ -79,7 +67,12 @@ class ModelConfig:
         if not path.is_file():
             raise FileNotFoundError(f"config.json not found in {path.parent}: pass a Hugging Face model directory "
                                     f"or a known name: {', '.join(KNOWN_MODELS)}")
-        raw = json.loads(path.read_text())
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:  # invalid JSON or not UTF-8
+            raise ValueError(f"{path} is not valid JSON ({e}): restore it from the model's source") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path} holds a JSON {type(raw).__name__}, not an object: restore it from the source")
         if raw.get("model_type", "qwen2") != "qwen2":
             raise ValueError(f"{path}: model_type is {raw['model_type']!r}, this project implements qwen2 only")
         # transformers 5 writes rope_theta inside rope_parameters; older configs have it at the top level.
@@ -92,7 +85,12 @@ class ModelConfig:
                                "num_attention_heads", "num_key_value_heads") if n not in raw]
         if missing:
             raise ValueError(f"{path} lacks {', '.join(missing)}: is this a Qwen2 config.json?")
-        return cls(**{k: v for k, v in raw.items() if k in names and v is not None})
+        kw = {k: v for k, v in raw.items() if k in names and v is not None}
+        wrong = [f.name for f in fields(cls) if f.type in (int, float) and not isinstance(kw.get(f.name, 0),
+                                                                                         (int, float))]
+        if wrong:
+            raise ValueError(f"{path}: {wrong[0]} is {kw[wrong[0]]!r}, not a number: fix it in config.json")
+        return cls(**kw)
 
     def to_hf_dict(self, dtype):
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -287,7 +285,10 @@ class Qwen2(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.use_kernels = False  # the fast path: Triton attention, fused RMSNorm/RoPE/SwiGLU (CUDA only)
         self.gradient_checkpointing = False  # recompute each layer's activations in the backward pass
-        self.source_dir = None  # where from_pretrained found the checkpoint (save_pretrained copies its tokenizer)
+        self.source_dir = None  # where from_pretrained found the checkpoint
+        # Its tokenizer files, read at load time: save_pretrained writes these bytes, so a checkpoint saved after
+        # the source directory is gone (a resumed run's rotation deletes it) still has its tokenizer.
+        self.tokenizer_files = {}
 
     def forward(self, idx, positions=None, start=None, cu_seqlens=None, cache=None, slots=None, return_hidden=False):
         """idx (B, T) token ids -> logits (B, T, V), or final-normed hidden states (B, T, C) if return_hidden.
@@ -345,30 +346,37 @@ class Qwen2(nn.Module):
                 raise ValueError(f"checkpoint {path}: tensor {n} has shape {tuple(t.shape)} but config.json "
                                  f"implies {tuple(expected[n].shape)}")
         state = {n: t.to(device=device, dtype=dtype) for n, t in state.items()}
+        bad = next((n for n, t in state.items() if not torch.isfinite(t).all()), None)  # (on the device: fast)
+        if bad is not None:
+            raise ValueError(f"checkpoint {path}: tensor {bad} holds NaN or inf: the weights are corrupt (a diverged "
+                             f"run?); load an earlier checkpoint")
         model.load_state_dict(state, strict=False, assign=True)
         if config.tie_word_embeddings:
             model.lm_head.weight = model.model.embed_tokens.weight  # assign=True replaced the shared Parameter
         model.source_dir = path
+        model.tokenizer_files = read_tokenizer_files(path)
         return model
 
     def save_pretrained(self, out_dir, tokenizer_dir=None):
-        """Write config.json, model.safetensors and the tokenizer files: a directory `transformers` (and so vLLM)
-        loads unchanged. Each file is written to a temporary name, then renamed, so a crash leaves no torn file."""
+        """Write config.json, model.safetensors and the tokenizer files (tokenizer_dir's, else those read at load
+        time): a directory `transformers` (and so vLLM) loads unchanged. Each file is written to a temporary name,
+        then renamed, so a crash leaves no torn file. Refuses weights with NaN or inf: no such checkpoint exists."""
         from safetensors.torch import save_file
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        bad = next((n for n, t in self.state_dict().items() if not torch.isfinite(t).all()), None)
+        if bad is not None:
+            raise ValueError(f"not saving {out_dir}: tensor {bad} holds NaN or inf (the run diverged): lower "
+                             f"--learning-rate, or resume from the last checkpoint")
         state = {n: t.detach().contiguous().cpu() for n, t in self.state_dict().items()}
         if self.config.tie_word_embeddings:
             state.pop("lm_head.weight")  # safetensors refuses shared storage; transformers re-ties on load
         dtype = next(iter(state.values())).dtype
-        _atomic_write(out_dir / "model.safetensors", lambda p: save_file(state, p, metadata={"format": "pt"}))
+        atomic_write(out_dir / "model.safetensors", lambda p: save_file(state, p, metadata={"format": "pt"}))
         config = json.dumps(self.config.to_hf_dict(dtype), indent=2)
-        _atomic_write(out_dir / "config.json", lambda p: Path(p).write_text(config))
-        src = Path(tokenizer_dir) if tokenizer_dir else self.source_dir
-        for name in TOKENIZER_FILES:
-            if src is not None and (src / name).is_file() and src.resolve() != out_dir.resolve():
-                data = (src / name).read_bytes()
-                _atomic_write(out_dir / name, lambda p: Path(p).write_bytes(data))
+        atomic_write(out_dir / "config.json", lambda p: Path(p).write_text(config))
+        for name, data in (read_tokenizer_files(tokenizer_dir) if tokenizer_dir else self.tokenizer_files).items():
+            atomic_write(out_dir / name, lambda p: Path(p).write_bytes(data))
 
 
 def load_model(name_or_dir, device=None, dtype=None, kernels=True):
@@ -391,48 +399,3 @@ def pick_dtype(device, name=None):
     if name:
         return getattr(torch, name)
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-
-
-def _atomic_write(path, write):
-    tmp = f"{path}.tmp{os.getpid()}"
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def resolve_checkpoint(name_or_dir):
-    """A local directory as is; a known short name or a Hub repo id ("owner/name") through huggingface_hub."""
-    name = str(name_or_dir)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path
-    looks_like_repo = name.count("/") == 1 and not name.startswith((".", "/", "~"))
-    if name.lower() not in KNOWN_MODELS and not looks_like_repo:
-        raise FileNotFoundError(f"model directory {name} not found and not a known name: pass a Hugging Face model "
-                                f"directory or one of {', '.join(KNOWN_MODELS)}")
-    repo = KNOWN_MODELS.get(name.lower(), name)
-    try:
-        from huggingface_hub import snapshot_download
-        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "merges.txt"]))
-    except Exception as e:
-        raise FileNotFoundError(f"could not fetch {repo} from the Hugging Face Hub ({type(e).__name__}); download "
-                                f"it where there is network (`hf download {repo} --local-dir DIR`) and pass --model "
-                                f"DIR") from None
-
-
-def load_safetensors(path):
-    """All tensors of a checkpoint directory: model.safetensors, or the shards named by model.safetensors.index.json."""
-    from safetensors.torch import load_file
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (path / "model.safetensors").is_file():
-        files = ["model.safetensors"]
-    else:
-        raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {path}: "
-                                f"weights must be in safetensors format")
-    state = {}
-    for f in files:
-        if not (path / f).is_file():
-            raise FileNotFoundError(f"{path / f} is named in model.safetensors.index.json but missing")
-        state.update(load_file(path / f))
-    return state

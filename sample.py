@@ -23,6 +23,7 @@ before top-k/top-p filtering: that is the distribution the GRPO trainer scores, 
 Shape legend: P prompts, G samples per prompt, N = P*G rows, T time, V vocab.
 """
 import argparse
+import math
 import sys
 from dataclasses import dataclass, field
 
@@ -58,12 +59,25 @@ def sample_token(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
         sorted_logits, order = logits.sort(-1, descending=True)
         probs = sorted_logits.softmax(-1)
         drop = probs.cumsum(-1) - probs >= top_p  # mass before this token already reached top_p
+        drop[:, 0] = False  # the most likely token always stays, whatever top_p
         logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
     # Sampling as argmax(p / E) with E ~ Exp(1): the same distribution as multinomial, with no host sync.
     probs = logits.softmax(-1)
     noise = torch.empty_like(probs).exponential_(1, generator=generator)
     tok = (probs / noise).argmax(-1)
     return tok, logp.gather(1, tok[:, None])[:, 0]
+
+
+def check_sampling(temperature, top_p, top_k, max_new_tokens, num_samples):
+    """Refuse, in one line, sampling settings that mean nothing (a NaN temperature, an empty nucleus, ...)."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"--temperature is {temperature}: pass a finite number >= 0 (0: greedy)")
+    if not 0 < top_p <= 1:  # (NaN fails too)
+        raise ValueError(f"--top-p is {top_p}: pass a number in (0, 1] (1: no nucleus filtering)")
+    for flag, v, least in (("--top-k", top_k, 0), ("--max-new-tokens", max_new_tokens, 1),
+                           ("--num-samples", num_samples, 1)):
+        if not v >= least:
+            raise ValueError(f"{flag} is {v}: pass a whole number >= {least}")
 
 
 def decode_forward(model, tok, slot, start, cache):
@@ -128,6 +142,7 @@ def pad_left(seqs):
 def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1.0, top_p=1.0, top_k=0,
              eos_ids=(), stop=(), tokenizer=None, seed=None, cuda_graph=None, compile=False, on_step=None):
     """prompts: list of token-id lists. Row i*num_samples+g of the result is prompt i's g-th sample."""
+    check_sampling(temperature, top_p, top_k, max_new_tokens, num_samples)
     cfg, dev = model.config, model.lm_head.weight.device
     P, G = len(prompts), num_samples
     N, Tp = P * G, max(len(p) for p in prompts)
@@ -177,6 +192,9 @@ def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1
                 break
         logits = step(tok, Tp + t)
 
+    if bool(logprobs.isnan().any()):  # NaN logits: a sample of them is token 0, silently (one sync per call)
+        raise ValueError("the model's logits are NaN (its weights or activations overflowed, as fp16 can): sample "
+                         "in bfloat16 or float32 (--dtype), or load an earlier checkpoint")
     T = t + 1
     lengths = torch.where(done, lengths, T).cpu()
     keep = torch.arange(T)[None] < lengths[:, None]  # (N, T)
@@ -235,8 +253,9 @@ def main():
     if template == "auto":
         template = "chat" if "instruct" in str(args.model).lower() else "plain"
     chat = template in ("chat", "r1-chat")
+    max_new = args.max_new_tokens if args.max_new_tokens is not None else 4096 if args.eval else 512  # (0 is 0)
     sampling = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
-                    max_new_tokens=args.max_new_tokens or (4096 if args.eval else 512), eos_ids=tok.eos_ids, tokenizer=tok,
+                    max_new_tokens=max_new, eos_ids=tok.eos_ids, tokenizer=tok,
                     cuda_graph=device.type == "cuda" and not args.no_cuda_graph, compile=args.compile)
     if args.eval:
         from evaluate import run_eval

@@ -58,9 +58,12 @@ def read_sft_jsonl(path):
     for lineno, row in iter_jsonl(path):
         ok = isinstance(row, dict) and (isinstance(row.get("messages"), list) or (
             isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)))
+        turns = row.get("messages") if ok and "messages" in row else []
+        ok = ok and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                        for m in turns)
         if not ok:
             raise ValueError(f"{path}:{lineno}: needs 'prompt' and 'response' strings or a 'messages' list "
-                             f"of {{'role', 'content'}} turns")
+                             f"of {{'role', 'content'}} turns, each with string values")
         rows.append(row)
     if not rows:
         raise ValueError(f"{path} holds no examples")

@@ -31,15 +31,26 @@ NAMES = tuple(FILES) + GENERATED
 
 
 def iter_jsonl(path):
-    """(line number, object) for each non-blank line of a jsonl file; bad JSON raises ValueError naming file:line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    """(line number, object) for each non-blank line of a jsonl file; bad JSON, bytes that are not UTF-8 and
+    escaped lone surrogates (text no tokenizer can encode) raise ValueError naming file:line."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig")  # (a byte-order mark at the start is allowed)
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8: "
+                                 f"save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
+                row = json.loads(line)
+                json.dumps(row, ensure_ascii=False).encode("utf-8")  # a "\ud800" escape decodes to a lone surrogate
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); write one JSON object per line") from None
+            except UnicodeEncodeError:
+                raise ValueError(f"{path}:{lineno}: holds a lone surrogate escape (like \\ud800), which is not text: "
+                                 f"fix or drop that line") from None
+            yield lineno, row
 
 
 def read_jsonl(path, task="math"):
@@ -53,6 +64,8 @@ def read_jsonl(path, task="math"):
         if not isinstance(row["problem"], str) or not isinstance(row["answer"], (str, int, float)):
             raise ValueError(f"{path}:{lineno}: 'problem' must be a string and 'answer' a string or number")
         examples.append({**row, "answer": str(row["answer"]), "task": row.get("task", task)})
+    if not examples:
+        raise ValueError(f"{path} holds no examples: write one JSON object with 'problem' and 'answer' per line")
     return examples
 
 

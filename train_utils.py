@@ -11,8 +11,8 @@ A checkpoint is a directory OUT/checkpoint-STEP/ holding
     written with torch.save and read back with torch.load(weights_only=True): tensors, numbers, strings only.
 It is written as checkpoint-STEP.tmp/ and renamed when complete, then OUT/latest (one line, the directory name)
 is replaced atomically: a crash at any moment leaves the previous checkpoint intact and `latest` pointing to it.
-The "scheduler state" is the step: the learning rate is a pure function of it (lr_at below).
-"""
+No checkpoint holding a NaN or inf tensor is ever written, and a fresh run refuses an output directory that already
+holds a run (prepare_output_dir). The "scheduler state" is the step: the learning rate is a pure function of it."""
 import argparse
 import dataclasses
 import json
@@ -87,7 +87,10 @@ class MasterAdamW:
                        for p in self.params]
         fused = all(p.is_cuda for p in self.master) or None  # one fused kernel for all parameters on GPU
         self.opt = torch.optim.AdamW(self.master, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, fused=fused)
-        self.param_groups = self.opt.param_groups
+
+    @property
+    def param_groups(self):  # AdamW's current list: load_state_dict replaces it, so it is never cached here
+        return self.opt.param_groups
 
     def set_lr(self, lr):
         for g in self.opt.param_groups:
@@ -96,7 +99,9 @@ class MasterAdamW:
     @torch.no_grad()
     def step(self, max_grad_norm=0.0):
         """Clip the (fp32) gradient to max_grad_norm (0: no clipping) and step. Returns the norm before clipping;
-        when it is inf or nan nothing is updated (the caller reports the skipped step)."""
+        when it is inf or nan nothing is updated (the caller reports the skipped step). An update that makes a
+        weight NaN or inf (a finite gradient times a huge or inf learning rate) stops the run with ValueError:
+        nothing later could be trusted, and no checkpoint of such weights is ever written."""
         for p, m in zip(self.params, self.master):
             if m is not p:
                 m.grad = None if p.grad is None else p.grad.float()
@@ -105,6 +110,9 @@ class MasterAdamW:
         if not math.isfinite(norm):
             return norm
         self.opt.step()
+        if not bool(torch.stack([m.isfinite().all() for m in self.master]).all()):  # one host sync
+            raise ValueError(f"the update made a weight NaN or inf (learning rate {self.param_groups[0]['lr']:g}): "
+                             f"lower --learning-rate; the run's last checkpoint is intact (--resume OUTPUT_DIR)")
         for p, m in zip(self.params, self.master):
             if m is not p:
                 p.copy_(m)  # round the fp32 master to the model's dtype
@@ -153,25 +161,72 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def prepare_output_dir(out_dir, resume=None, overwrite=False):
+    """Create OUT for a run. A run that does not resume from a checkpoint inside OUT refuses an OUT that already
+    holds one (checkpoints, `latest`, metrics.jsonl): it would write over them, step number by step number.
+    overwrite=True (--overwrite-output-dir) deletes those first, as a new run's own files. Returns OUT."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output-dir {out} is a file, not a directory: pass the path of a directory (it is created)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create --output-dir {out} ({e.strerror}): pass a directory you can write") from None
+    if resume is not None and Path(resume).resolve().parent == out.resolve():
+        return out  # continuing this run: its files are the run's own
+    found = sorted(p.name for p in out.iterdir() if p.name in ("latest", "metrics.jsonl") or _is_checkpoint(p))
+    if found and not overwrite:
+        raise ValueError(f"--output-dir {out} already holds a run ({', '.join(found)}): continue it with --resume "
+                         f"{out}, start over with --overwrite-output-dir (deletes those), or pick another --output-dir")
+    if found:
+        print(f"--overwrite-output-dir: deleting {', '.join(found)} in {out}")
+    for name in found:
+        shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+    return out
+
+
+def _is_checkpoint(path):
+    return path.is_dir() and path.name.startswith("checkpoint-") and path.name.split("-", 1)[1].isdigit()
+
+
+def _checkpoints(out_dir):
+    """OUT's checkpoint-STEP directories, oldest first."""
+    return sorted((p for p in Path(out_dir).iterdir() if _is_checkpoint(p)), key=lambda p: int(p.name.split("-")[1]))
+
+
 def save_checkpoint(out_dir, model, optimizer, step, data_position, args, keep=2, tokenizer_dir=None):
-    """OUT/checkpoint-STEP/ (model + trainer_state.pt), then OUT/latest -> it; keeps the newest `keep` checkpoints."""
+    """OUT/checkpoint-STEP/ (model + trainer_state.pt), then OUT/latest -> it; keeps the newest `keep` checkpoints
+    (0: all), never deleting the one just written. Refuses (ValueError, nothing written) when a weight or an
+    optimizer tensor is NaN or inf."""
     out_dir = Path(out_dir)
     final = out_dir / f"checkpoint-{step}"
     tmp = out_dir / f"checkpoint-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, tokenizer_dir=tokenizer_dir)
     state = {"step": step, "data_position": data_position, "optimizer": optimizer.state_dict(),
              "rng": rng_state(), "args": {k: v for k, v in vars(args).items() if _plain(v)}}
+    bad = _first_non_finite(state["optimizer"])
+    if bad is not None:
+        raise ValueError(f"not saving {final.name}: optimizer tensor {bad} holds NaN or inf (the run diverged): "
+                         f"lower --learning-rate, or resume from the last checkpoint")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, tokenizer_dir=tokenizer_dir)  # (refuses non-finite weights before writing)
     torch.save(state, tmp / "trainer_state.pt")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     pointer = out_dir / "latest.tmp"
     pointer.write_text(final.name + "\n")
     os.replace(pointer, out_dir / "latest")
-    old = sorted(out_dir.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[-1]))
-    for d in old[:-keep] if keep > 0 else []:
+    older = [d for d in _checkpoints(out_dir) if d != final]
+    for d in older[:max(0, len(older) - (keep - 1))] if keep > 0 else []:
         shutil.rmtree(d, ignore_errors=True)
     return final
+
+
+def _first_non_finite(obj, name="state"):
+    """The name of the first floating-point tensor in a nest of dicts and lists that holds NaN or inf, else None."""
+    if isinstance(obj, torch.Tensor):
+        return name if obj.is_floating_point() and not bool(obj.isfinite().all()) else None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    return next((bad for k, v in items if (bad := _first_non_finite(v, f"{name}.{k}")) is not None), None)
 
 
 def _plain(v):
@@ -183,20 +238,52 @@ def find_checkpoint(path):
     """--resume PATH: a checkpoint-STEP directory, or a run directory whose `latest` names one."""
     path = Path(path)
     if (path / "latest").is_file():
-        path = path / (path / "latest").read_text().strip()
+        named = path / (path / "latest").read_text().strip()
+        if not (named / "trainer_state.pt").is_file():
+            raise FileNotFoundError(f"{path}/latest names {named.name}, which is missing or incomplete: "
+                                    f"{_offer_older(path, named)}")
+        path = named
     if not (path / "trainer_state.pt").is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: pass --resume OUTPUT_DIR (with a 'latest' file) or "
                                 f"OUTPUT_DIR/checkpoint-STEP")
     return path
 
 
+def _offer_older(run_dir, bad):
+    """'resume from the intact RUN/checkpoint-N instead (...)', N the newest other checkpoint whose trainer
+    state loads; or what to do when there is none."""
+    for d in reversed(_checkpoints(run_dir)):
+        if d.name != Path(bad).name and _read_state(d) is not None:
+            return f"resume from the intact {d} instead (--resume {d})"
+    return f"no intact checkpoint is left in {run_dir}: start over from --model"
+
+
+def _read_state(ckpt_dir):
+    """trainer_state.pt as a dict, or None when it is missing, torn or not ours."""
+    try:
+        state = torch.load(Path(ckpt_dir) / "trainer_state.pt", map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a truncated zip, a foreign pickle (refused by weights_only), a missing file
+        return None
+    need = ("step", "data_position", "optimizer", "rng")
+    return state if isinstance(state, dict) and all(k in state for k in need) else None
+
+
 def load_trainer_state(ckpt_dir, optimizer):
     """Restore optimizer and RNG from ckpt_dir/trainer_state.pt; returns (step, data_position). The model weights
     are loaded by the caller with Qwen2.from_pretrained(ckpt_dir)."""
-    state = torch.load(Path(ckpt_dir) / "trainer_state.pt", map_location="cpu", weights_only=True)
+    state = _read_state(ckpt_dir)
+    if state is None:
+        raise ValueError(f"{Path(ckpt_dir) / 'trainer_state.pt'} is unreadable (truncated or corrupt): "
+                         f"{_offer_older(Path(ckpt_dir).parent, ckpt_dir)}")
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
     return state["step"], state["data_position"]
+
+
+def saved_args(ckpt_dir):
+    """The flags a checkpoint's run was started with ({} for a checkpoint that has none)."""
+    state = _read_state(ckpt_dir)
+    return dict(state.get("args", {})) if state is not None else {}
 
 
 class StopOnCtrlC:
@@ -233,9 +320,10 @@ class Metrics:
         self.plot_keys, self.plot_every, self.wandb = plot_keys, plot_every, wandb_run
         self.history = []
         if resume_step is not None and self.path.is_file():  # keep the curves up to the checkpoint, drop the rest
-            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-            self.history = [r for r in rows if r.get("step", 0) <= resume_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+            self.history = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+        tmp = self.path.with_suffix(".jsonl.tmp")  # rewritten whole, then renamed: a crash here loses no line
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        os.replace(tmp, self.path)
 
     def log(self, row):
         self.history.append(row)
@@ -245,6 +333,28 @@ class Metrics:
             self.wandb.log(row, step=row.get("step"))
         if self.plot_keys and row.get("step", 0) % self.plot_every == 0:
             plot_curves(self.history, self.png, self.plot_keys)
+
+
+def read_metrics(path):
+    """The rows of a metrics.jsonl. A torn last line (the run was killed while writing it) is dropped with a
+    notice; a bad line elsewhere is a ValueError naming file:line."""
+    lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    rows = []
+    for i, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line) if line.strip() else None
+        except ValueError:
+            row = "torn"
+        if row is None:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        elif i == len(lines):
+            print(f"{path}:{i}: dropped a torn last line (the run was stopped while writing it)")
+        else:
+            raise ValueError(f"{path}:{i}: not a JSON object: fix or delete that line, or delete {path} "
+                             f"(its curves then start over)")
+    return rows
 
 
 def wandb_init(project, args):
