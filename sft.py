@@ -334,8 +334,7 @@ def main(argv=None):
             if not args.quiet and (step % args.logging_steps == 0 or "eval_loss" in row):
                 tqdm.write(tu.format_line(row, LOG_FIELDS))
             if (args.save_steps and step % args.save_steps == 0) or step == total or stop.requested:
-                tu.save_checkpoint(out, model, optimizer, step, (epoch, index), args,
-                                           tokenizer_dir=model.source_dir)
+                tu.save_checkpoint(out, model, optimizer, step, (epoch, index), args)
     bar.close()
     tu.plot_curves(metrics.history, out / "curves.png", metrics.plot_keys)
     return out / (out / "latest").read_text().strip()

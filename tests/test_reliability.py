@@ -355,3 +355,64 @@ def test_an_empty_task_file_says_it_is_empty(tmp_path):
     with pytest.raises(ValueError) as e:
         tasks.load_task(str(f))
     assert one_line(e) == f"{f} holds no examples: write one JSON object with 'problem' and 'answer' per line"
+
+
+# ---------------------------------------------------------------- the checkpoint writer under SIGKILL
+
+
+def test_sigkill_at_random_moments_while_saving_never_breaks_latest(tmp_path):
+    """A real SFT run that saves every step is killed with SIGKILL at random moments while it saves (seeded: 0-100
+    ms after the 1st, 2nd or 3rd save of a life begins; 10 kills in a few seconds), then resumed from `latest`, again and again. Saving
+    is most of what it does, so the kills land all through the writer: inside safetensors, torch.save, the renames,
+    the rotation. After every kill, `latest` names a complete
+    checkpoint (its weights load, its tokenizer loads, its trainer state is the step it is named after), and a final
+    resume runs to the end with a metrics curve that has every step exactly once.
+    The child is os.fork()ed from this process (no new interpreter: torch is already imported) and runs on one
+    thread, as PyTorch's DataLoader workers do after a fork."""
+    import os
+    import random
+    import select
+    import signal
+    import time
+    rng = random.Random(0)
+    rows = [{"prompt": ex["problem"] + "=", "response": tasks.arith_trace(ex)} for ex in tasks.make_arith(40)]
+    data = tmp_path / "traces.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    init = sft.build_from_scratch(sft.example_texts(rows), tmp_path / "init", "tiny", vocab_size=300)
+    run = tmp_path / "run"
+    argv = ["--model", init, "--data", data, "--output-dir", run, "--max-length", "64", "--save-steps", "1",
+            "--eval-fraction", "0", "--learning-rate", "1e-3", "--warmup-steps", "0", "--quiet"]
+    argv = [str(a) for a in argv]
+    seen = []
+    for _ in range(10):
+        resume = ["--resume", str(run)] if (run / "latest").exists() else []
+        began, tell = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: train (nearly) forever, saving every step, until killed
+            try:
+                torch.set_num_threads(1)
+                real = tu.save_checkpoint
+                tu.save_checkpoint = lambda *a, **k: (os.write(tell, b"s"), real(*a, **k))[1]  # "a save begins"
+                sft.main(argv + ["--max-steps", "100000"] + resume)
+            finally:
+                os._exit(0)
+        for _ in range(rng.randint(1, 3)):  # wait for the 1st, 2nd or 3rd save to begin, however slow the machine
+            if select.select([began], [], [], 10)[0]:
+                os.read(began, 1)
+        time.sleep(rng.uniform(0.0, 0.1))  # then kill at a random moment of that save (or of the next)
+        os.kill(pid, signal.SIGKILL)
+        os.close(began), os.close(tell)
+        os.waitpid(pid, 0)
+        if not (run / "latest").exists():
+            continue  # killed before its first checkpoint
+        ckpt = tu.find_checkpoint(run)
+        Qwen2.from_pretrained(ckpt)
+        assert Tokenizer.from_dir(ckpt).encode("1+2=") == Tokenizer.from_dir(init).encode("1+2=")
+        state = tu._read_state(ckpt)
+        assert state is not None and f"checkpoint-{state['step']}" == ckpt.name
+        seen.append(state["step"])
+    assert len(seen) == 10 and seen == sorted(seen) and seen[-1] > seen[0], seen  # each life resumed and went on
+    final = sft.main(argv + ["--max-steps", str(seen[-1] + 2), "--resume", str(run)])
+    assert final.name == f"checkpoint-{seen[-1] + 2}" and (final / "tokenizer.json").is_file()
+    steps = [r["step"] for r in tu.read_metrics(run / "metrics.jsonl")]
+    assert steps == list(range(1, seen[-1] + 3))
