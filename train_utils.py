@@ -286,6 +286,24 @@ def saved_args(ckpt_dir):
     return dict(state.get("args", {})) if state is not None else {}
 
 
+def resumed_config(config, given, ckpt_dir):
+    """--resume: the run's own settings, from its checkpoint, for every field the command line did not give
+    (`given`, from parse_config), so a run continues with its learning rate, batch shape and --model (its KL
+    reference) rather than the defaults; --output-dir defaults to the checkpoint's run directory. A given flag
+    wins, with a printed notice when it differs from the run's."""
+    saved, names = saved_args(ckpt_dir), {f.name for f in dataclasses.fields(config)}
+    keep = {"resume"} | set(given)
+    restored = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names and k not in keep}
+    if "output_dir" not in given:
+        restored["output_dir"] = str(Path(ckpt_dir).parent)
+    as_list = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # (a tuple may come back as a list)
+    for k in sorted(set(given) & set(saved) - {"resume", "output_dir"}):
+        if as_list(getattr(config, k)) != as_list(saved[k]):
+            print(f"--{k.replace('_', '-')} {getattr(config, k)} (the run was started with {saved[k]}): the command "
+                  f"line wins")
+    return dataclasses.replace(config, **restored)
+
+
 class StopOnCtrlC:
     """The first Ctrl-C asks the loop to stop after the current step (it then saves and exits); a second one
     interrupts at once."""

@@ -416,3 +416,32 @@ def test_sigkill_at_random_moments_while_saving_never_breaks_latest(tmp_path):
     assert final.name == f"checkpoint-{seen[-1] + 2}" and (final / "tokenizer.json").is_file()
     steps = [r["step"] for r in tu.read_metrics(run / "metrics.jsonl")]
     assert steps == list(range(1, seen[-1] + 3))
+
+
+# ---------------------------------------------------------------- 4. --resume continues with the run's own settings
+
+
+def test_resumed_config_restores_the_run_and_a_given_flag_wins_with_a_notice(tmp_path, capsys):
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Config:
+        model: str = tu.option("default-model", "")
+        learning_rate: float = tu.option(1e-6, "")
+        reward_weights: tuple[float, float] = tu.option((1.0, 1.0), "")
+        max_steps: int = tu.option(10, "")
+        output_dir: str = tu.option("runs/x", "")
+        resume: str | None = tu.option(None, "")
+
+    model = Qwen2.from_pretrained(small_checkpoint(tmp_path / "init"))
+    started = Config(model="my-model", learning_rate=3e-3, reward_weights=(1.0, 0.5), max_steps=4,
+                     output_dir=str(tmp_path / "moved-since"))
+    ckpt = tu.save_checkpoint(tmp_path / "run", model, tu.MasterAdamW(model.parameters(), lr=1e-3), 2, 2, started)
+    config, given = tu.parse_config(Config, ["--resume", str(tmp_path / "run"), "--max-steps", "8"])
+    resumed = tu.resumed_config(config, given, ckpt)
+    assert resumed == Config(model="my-model", learning_rate=3e-3, reward_weights=(1.0, 0.5), max_steps=8,
+                             output_dir=str(tmp_path / "run"), resume=str(tmp_path / "run"))
+    assert capsys.readouterr().out == "--max-steps 8 (the run was started with 4): the command line wins\n"
+    config, given = tu.parse_config(Config, ["--resume", str(ckpt), "--reward-weights", "1", "0.5"])
+    assert tu.resumed_config(config, given, ckpt).reward_weights == (1.0, 0.5)
+    assert capsys.readouterr().out == ""  # the same value as the run's: nothing to say
