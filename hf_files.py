@@ -18,7 +18,8 @@ KNOWN_MODELS = {
     "qwen2.5-math-1.5b-instruct": "Qwen/Qwen2.5-Math-1.5B-Instruct",
     "deepseek-r1-distill-qwen-1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
 }
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "vocab.json", "merges.txt")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json",
+                   "vocab.json", "merges.txt")
 
 
 def atomic_write(path, write):
@@ -47,7 +48,7 @@ def resolve_checkpoint(name_or_dir):
     repo = KNOWN_MODELS.get(name.lower(), name)
     try:
         from huggingface_hub import snapshot_download
-        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "merges.txt"]))
+        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "*.jinja", "merges.txt"]))
     except Exception as e:
         raise FileNotFoundError(f"could not fetch {repo} from the Hugging Face Hub ({type(e).__name__}); download "
                                 f"it where there is network (`hf download {repo} --local-dir DIR`) and pass --model "

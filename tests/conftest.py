@@ -14,6 +14,9 @@ if not torch.cuda.is_available():
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 FIXTURE = ROOT / "tests" / "fixtures" / "qwen2.5-0.5b"  # config + tokenizer of the real checkpoint, no weights
+# tokenizer_config.json (with its chat template) of checkpoints whose tokenizer.json is Qwen2.5's.
+TOKENIZER_CONFIGS = {name: ROOT / "tests" / "fixtures" / name / "tokenizer_config.json"
+                     for name in ("qwen2.5-0.5b", "qwen2.5-math-1.5b-instruct", "deepseek-r1-distill-qwen-1.5b")}
 DATA = ROOT / "data"
 
 from model import ModelConfig, Qwen2  # noqa: E402
@@ -24,9 +27,10 @@ TINY = dict(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_
             max_position_embeddings=512, eos_token_id=151643)
 
 
-def write_checkpoint(out_dir, seed=0, std=0.02, **overrides):
+def write_checkpoint(out_dir, seed=0, std=0.02, tokenizer="qwen2.5-0.5b", **overrides):
     """A checkpoint directory as a download leaves it: config.json, model.safetensors (random weights, written
-    with safetensors directly, not through our save code) and the fixture's tokenizer files."""
+    with safetensors directly, not through our save code) and the fixture's tokenizer files (tokenizer_config.json
+    and so the chat template from TOKENIZER_CONFIGS[tokenizer])."""
     from safetensors.torch import save_file
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -42,8 +46,16 @@ def write_checkpoint(out_dir, seed=0, std=0.02, **overrides):
     save_file(state, out_dir / "model.safetensors")
 
     (out_dir / "config.json").write_text(json.dumps(config.to_hf_dict(torch.float32)))
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(FIXTURE / f, out_dir / f)
+    write_tokenizer(out_dir, tokenizer)
+    return out_dir
+
+
+def write_tokenizer(out_dir, name="qwen2.5-0.5b"):
+    """Qwen2.5's tokenizer.json beside the tokenizer_config.json of fixture `name` (TOKENIZER_CONFIGS)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(FIXTURE / "tokenizer.json", out_dir / "tokenizer.json")
+    shutil.copy(TOKENIZER_CONFIGS[name], out_dir / "tokenizer_config.json")
     return out_dir
 
 
