@@ -64,7 +64,7 @@ def accuracy(model, tok, test, max_new_tokens, title):
     """Held-out accuracy two ways: greedy, and pass@1 over 4 samples at the paper's temperature 0.6 / top-p 0.95;
     with the format rate and the mean response length (tokens) of the greedy answers."""
     model.eval()
-    kw = dict(max_new_tokens=max_new_tokens, batch_size=len(test), prompt_fn=lambda problem, chat=False: problem, seed=0)
+    kw = dict(max_new_tokens=max_new_tokens, batch_size=len(test), template="plain", seed=0)
     greedy = evaluate(model, tok, test, num_samples=1, temperature=0.0, title=f"{title}, greedy", **kw)
     sampled = evaluate(model, tok, test, num_samples=4, temperature=0.6, top_p=0.95, title=f"{title}, T=0.6", **kw)
     model.train()

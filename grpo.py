@@ -375,7 +375,7 @@ def run_eval(model, tok, examples, template, args, out_path):
     from evaluate import evaluate
     summary = evaluate(model, tok, examples, num_samples=args.eval_num_samples, temperature=0.6, top_p=0.95,
                        max_new_tokens=args.max_completion_length, batch_size=args.num_prompts, out_path=out_path,
-                       seed=args.seed, prompt_fn=lambda problem, chat=False: prompt_text(problem, template))
+                       seed=args.seed, template=lambda problem: prompt_text(problem, template))
     return {f"eval_{k}": v for k, v in summary.items() if k.startswith(("pass@", "maj@", "format"))}
 
 

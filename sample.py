@@ -1,10 +1,10 @@
 """
 Batched generation with a static KV cache: prefill each prompt once, then decode one token per step for every
-sequence, each stopping on its own. The RL loop calls `generate`; the command line streams text or evaluates.
+sequence, each stopping on its own. The RL loop and evaluate.py call `generate`; the command line streams its text.
 
     python sample.py --model qwen2.5-0.5b-instruct --prompt "What is 17 * 23?"
     python sample.py --model qwen2.5-0.5b --template r1 --prompt "What is 17 * 23?" --num-samples 4
-    python sample.py --model qwen2.5-math-1.5b --eval math500 --num-samples 16    # pass@1, maj@16 (evaluate.py)
+    (evaluation on a dataset is its own command: python evaluate.py --model X --dataset math500)
 
 How it works (gpt-fast style, no framework):
   1. Prompts of different lengths are left-padded to one length Tp; `start[b]` marks the first real token, so
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from model import KVCache, Qwen2, pick_device, pick_dtype
-from tokenizer import Tokenizer, r1_zero_prompt, render_chat
+from model import KVCache, load_model
+from tokenizer import TEMPLATES, render_prompt, resolve_template
 
 CHECK_EVERY = 16  # decode steps between host checks for "all done" and stop strings
 
@@ -221,20 +221,18 @@ def _find_stops(tokens, done, stop, tokenizer, checked, margin=16):
     return found
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", required=True, help="checkpoint directory or a known name (model.KNOWN_MODELS)")
-    p.add_argument("--prompt", help="text to continue")
-    p.add_argument("--template", choices=["auto", "plain", "chat", "r1", "r1-chat"], default="auto",
-                   help="auto: ChatML for instruct models, plain text otherwise; r1: the R1-Zero template")
-    p.add_argument("--eval", help="evaluate on a dataset name (gsm8k, math500, aime24, amc23, ...) or a .jsonl path")
-    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N problems only")
-    p.add_argument("--eval-out", default=None, help="per-problem results jsonl (default: eval_<name>.jsonl)")
-    p.add_argument("--batch-size", type=int, default=32, help="prompts per generate call when evaluating")
+    p.add_argument("--prompt", required=True, help="the problem or text to continue")
+    p.add_argument("--template", choices=TEMPLATES, default="auto",
+                   help="plain: the text as is; chat: the checkpoint's chat template; r1: the R1-Zero template; "
+                        "r1-chat: its instruction as the system turn; auto: chat if the checkpoint's template opens "
+                        "<think>, r1-chat for instruct models, else r1")
     p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--max-new-tokens", type=int, default=None, help="default 512, or 4096 with --eval")
-    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default 1.0, or 0.6 with --eval)")
-    p.add_argument("--top-p", type=float, default=None, help="default 1.0, or 0.95 with --eval")
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
@@ -242,30 +240,10 @@ def main():
     p.add_argument("--no-kernels", action="store_true", help="PyTorch reference attention instead of Triton")
     p.add_argument("--no-cuda-graph", action="store_true", help="launch every decode step eagerly")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow first call)")
-    args = p.parse_args()
-    if (args.prompt is None) == (args.eval is None):
-        p.error("pass exactly one of --prompt or --eval")
-    device = pick_device(args.device)
-    model = Qwen2.from_pretrained(args.model, device=device, dtype=pick_dtype(device, args.dtype)).eval()
-    model.use_kernels = device.type == "cuda" and not args.no_kernels
-    tok = Tokenizer.from_dir(model.source_dir)
-    template = args.template
-    if template == "auto":
-        template = "chat" if "instruct" in str(args.model).lower() else "plain"
-    chat = template in ("chat", "r1-chat")
-    max_new = args.max_new_tokens if args.max_new_tokens is not None else 4096 if args.eval else 512  # (0 is 0)
-    sampling = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
-                    max_new_tokens=max_new, eos_ids=tok.eos_ids, tokenizer=tok,
-                    cuda_graph=device.type == "cuda" and not args.no_cuda_graph, compile=args.compile)
-    if args.eval:
-        from evaluate import run_eval
-        run_eval(model, tok, args.eval, num_samples=args.num_samples, chat=chat, limit=args.limit,
-                 batch_size=args.batch_size, out_path=args.eval_out, **sampling)
-        return
-    sampling.update(temperature=1.0 if args.temperature is None else args.temperature,
-                    top_p=1.0 if args.top_p is None else args.top_p)
-    text = {"plain": args.prompt, "chat": render_chat([{"role": "user", "content": args.prompt}]),
-            "r1": r1_zero_prompt(args.prompt), "r1-chat": r1_zero_prompt(args.prompt, chat=True)}[template]
+    args = p.parse_args(argv)
+    model, tok = load_model(args.model, args.device, args.dtype, kernels=not args.no_kernels)
+    model.eval()
+    text = render_prompt(args.prompt, resolve_template(args.template, args.model, tok), tok)
     printed = [0]
 
     def stream(tokens, done):  # one sample: print the text as it grows
@@ -276,8 +254,11 @@ def main():
             print(new[printed[0]:], end="", flush=True)
             printed[0] = len(new)
 
-    out = generate(model, [tok.encode(text)], num_samples=args.num_samples,
-                   on_step=stream if args.num_samples == 1 else None, **sampling)
+    out = generate(model, [tok.encode(text)], num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
+                   temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
+                   eos_ids=tok.eos_ids, tokenizer=tok, compile=args.compile,
+                   cuda_graph=model.lm_head.weight.is_cuda and not args.no_cuda_graph,
+                   on_step=stream if args.num_samples == 1 else None)
     if args.num_samples == 1:
         print(out.texts[0][printed[0]:])
     else:

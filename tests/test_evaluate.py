@@ -1,5 +1,7 @@
-"""evaluate.py: the estimators against brute force, majority voting's documented tie-breaking, and evaluate()
-end to end with a fake generate (so scoring is tested apart from the model)."""
+"""evaluate.py: the estimators against brute force, majority voting's documented tie-breaking, evaluate() end to
+end with a fake generate (so scoring is tested apart from the model), and the command: the paper's evaluation of a
+DeepSeek-R1-Distill model run on a tiny random model that carries the real distill chat template."""
+import dataclasses
 import itertools
 import json
 import math
@@ -98,7 +100,7 @@ def test_evaluate_end_to_end_with_fake_generate(tmp_path):
 
     out = tmp_path / "runs" / "eval.jsonl"
     summary = evaluate(None, _FakeTokenizer(), examples, num_samples=4, batch_size=2, out_path=out, seed=7,
-                       generate=generate, prompt_fn=lambda problem, chat=False: f"Q: {problem} A:")
+                       generate=generate, template=lambda problem: f"Q: {problem} A:")
     assert [c["n"] for c in calls] == [2, 2, 1] and [c["seed"] for c in calls] == [7, 9, 11]
     assert all(c["temperature"] == 0.6 and c["top_p"] == 0.95 and c["stop"] == ("</answer>",) for c in calls)
     assert summary["problems"] == 5 and summary["samples"] == 4
@@ -111,24 +113,75 @@ def test_evaluate_end_to_end_with_fake_generate(tmp_path):
     assert rows[3]["predictions"] == ["3", "3", "4", "4"] and rows[3]["correct"] == [1.0, 1.0, 0.0, 0.0]
 
 
-def test_run_eval_uses_the_paper_settings_and_passes_generate_options_through(tmp_path):
-    """run_eval is what `python sample.py --eval NAME` calls, with the CLI's sampling options as keywords."""
-    from evaluate import run_eval
-    seen = {}
-
+def test_completion_after_an_opened_think_block_is_scored_with_its_prefix():
+    """A prompt ending in <think> (DeepSeek-R1-Distill's template) leaves the opening tag out of the completion;
+    format and answer are scored on prefix + completion, so a well-formed answer scores 1."""
     def generate(model, prompts, *, num_samples, tokenizer, **kw):
-        seen.update(kw, rows=len(prompts) * num_samples)
-        texts = ["<think>t</think> <answer>204</answer>"] * (len(prompts) * num_samples)
+        texts = ["2 + 3 = 5</think> <answer>5</answer>"] * (len(prompts) * num_samples)
         N = len(texts)
         return _FakeGeneration(torch.zeros(N, 1, dtype=torch.long), torch.ones(N), torch.zeros(N, 1), ["stop"] * N,
                                texts)
 
+    examples = [{"problem": "2+3?", "answer": "5", "task": "gsm8k"}]
+    opened = evaluate(None, _FakeTokenizer(), examples, template=lambda p: f"User: {p} Assistant: <think>\n",
+                      num_samples=2, generate=generate)
+    closed = evaluate(None, _FakeTokenizer(), examples, template=lambda p: f"User: {p} Assistant:",
+                      num_samples=2, generate=generate)
+    assert opened["format"] == 1.0 and opened["pass@1"] == 1.0
+    assert closed["format"] == 0.0 and closed["pass@1"] == 1.0  # the answer is found either way; the format is not
+
+
+def test_eval_config_gives_every_field_a_flag_with_help():
+    from evaluate import EvalConfig
+    from train_utils import config_parser
+    actions = {a.dest: a for a in config_parser(EvalConfig)._actions if a.dest != "help"}
+    assert set(actions) == {f.name for f in dataclasses.fields(EvalConfig)}
+    assert all(a.help for a in actions.values())
+    assert actions["template"].choices == ("auto", "plain", "chat", "r1", "r1-chat")
+
+
+def test_paper_evaluation_of_a_distill_model_end_to_end(tmp_path, monkeypatch, capsys):
+    """`python evaluate.py --model deepseek-r1-distill-qwen-1.5b --dataset aime24 --num-samples 64` on a tiny random
+    model under that name with the real distill tokenizer_config: the paper's sampling settings and 32,768-token
+    limit by default, the prompt rendered with the checkpoint's template, completions scored after its <think>,
+    the table, the jsonl and the paper's figures beside ours."""
+    import evaluate as ev
+    import sample
+    from conftest import write_checkpoint
+    ckpt = write_checkpoint(tmp_path / "deepseek-r1-distill-qwen-1.5b", tokenizer="deepseek-r1-distill-qwen-1.5b")
+    real_generate, seen = sample.generate, {}
+
+    def short_generate(model, prompts, **kw):  # the real sampler, cut to 3 tokens (a random model never stops)
+        seen.update(kw, prompts=prompts)
+        return real_generate(model, prompts, **{**kw, "max_new_tokens": 3})
+
+    monkeypatch.setattr(sample, "generate", short_generate)
     out = tmp_path / "aime.jsonl"
-    summary = run_eval(None, _FakeTokenizer(), "aime24", limit=2, out_path=out, num_samples=3, batch_size=8,
-                       temperature=None, top_p=None, top_k=5, seed=1, max_new_tokens=16, eos_ids={9},
-                       tokenizer=_FakeTokenizer(), cuda_graph=False, generate=generate,
-                       prompt_fn=lambda problem, chat=False: problem)
-    assert seen["temperature"] == 0.6 and seen["top_p"] == 0.95 and seen["top_k"] == 5 and seen["eos_ids"] == {9}
-    assert seen["cuda_graph"] is False and seen["max_new_tokens"] == 16 and seen["rows"] == 6
-    assert summary["problems"] == 2 and summary["pass@1"] == 0.5  # AIME 2024's first answer is 204, the second not
-    assert len(out.read_text().splitlines()) == 2
+    summary = ev.main(["--model", str(ckpt), "--dataset", "aime24", "--num-samples", "64", "--limit", "1",
+                       "--out", str(out), "--device", "cpu"])
+    assert seen["max_new_tokens"] == 32768 and seen["temperature"] == 0.6 and seen["top_p"] == 0.95
+    assert seen["num_samples"] == 64 and len(seen["prompts"]) == 1  # one prompt per call: 64 rows x 32K tokens
+    problem = ev.load_task("aime24", n=1)[0]["problem"]
+    prompt = seen["tokenizer"].decode(seen["prompts"][0], skip_special=False)
+    assert prompt == f"<｜begin▁of▁sentence｜><｜User｜>{problem}<｜Assistant｜><think>\n"
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(row["completions"]) == 64 and all(c.startswith("<think>\n") for c in row["completions"])
+    printed = capsys.readouterr().out
+    assert "| aime24: 1 problems x 64 samples |" in printed and "maj@64" in printed
+    paper = next(line for line in printed.splitlines() if line.startswith("| DeepSeek-R1 paper"))
+    assert "28.9" in paper and "52.7" in paper
+    assert summary["paper"] == {"pass@1": 0.289, "maj@64": 0.527} and summary["samples"] == 64
+
+
+def test_cli_writes_the_table_and_one_line_per_problem(tiny_checkpoint, tmp_path):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    r = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--model", str(tiny_checkpoint), "--dataset",
+                        "gsm8k", "--limit", "3", "--num-samples", "2", "--max-new-tokens", "4", "--out",
+                        str(tmp_path / "ev.jsonl"), "--device", "cpu"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "template r1," in r.stdout  # a base model under --template auto
+    assert "| gsm8k: 3 problems x 2 samples |" in r.stdout and "DeepSeek-R1 paper" not in r.stdout
+    assert len((tmp_path / "ev.jsonl").read_text().splitlines()) == 3

@@ -148,21 +148,13 @@ def run_cli(*args):
 
 def test_cli_streams_the_same_text_generate_returns(tiny_checkpoint):
     # On CPU in both places: a GPU run samples in bf16 from a different random stream, so its text differs.
-    r = run_cli("--model", str(tiny_checkpoint), "--prompt", "Once upon a time", "--max-new-tokens", "12",
-                "--seed", "5", "--device", "cpu")
+    r = run_cli("--model", str(tiny_checkpoint), "--prompt", "Once upon a time", "--template", "plain",
+                "--max-new-tokens", "12", "--seed", "5", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     model, tok = Qwen2.from_pretrained(tiny_checkpoint).eval(), Tokenizer.from_dir(tiny_checkpoint)
     out = generate(model, [tok.encode("Once upon a time")], max_new_tokens=12, seed=5, eos_ids=tok.eos_ids,
                    tokenizer=tok)
     assert r.stdout == out.texts[0] + "\n"
-
-
-def test_cli_eval_writes_one_line_per_problem(tiny_checkpoint, tmp_path):
-    r = run_cli("--model", str(tiny_checkpoint), "--eval", "gsm8k", "--limit", "3", "--num-samples", "2",
-                "--max-new-tokens", "4", "--eval-out", str(tmp_path / "ev.jsonl"))
-    assert r.returncode == 0, r.stderr
-    assert "| gsm8k: 3 problems x 2 samples |" in r.stdout
-    assert len((tmp_path / "ev.jsonl").read_text().splitlines()) == 3
 
 
 def test_cli_bad_model_is_one_line(tmp_path):
