@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from hf_files import KNOWN_MODELS, atomic_write, load_safetensors, read_tokenizer_files, resolve_checkpoint
-from kernels import HEAD_DIMS
+from kernels import HEAD_DIMS, key_lower_bound, visible_keys
 from tokenizer import Tokenizer
 
 
@@ -146,29 +146,23 @@ def apply_rope(x, cos, sin):
 
 
 def attention_mask(B, T, device, start=None, cu_seqlens=None):
-    """Boolean (B, 1, T, T) mask for causal self-attention, True = may attend."""
-    qi = torch.arange(T, device=device)[:, None]  # (T, 1)
-    kj = torch.arange(T, device=device)[None, :]  # (1, T)
-    mask = (kj <= qi)[None].expand(B, T, T)  # causal, (B, T, T)
-    if start is not None:  # left padding: keys before the row's first real token do not exist
-        mask = mask & (kj >= start.view(B, 1, 1))
-    if cu_seqlens is not None:  # packing: a token attends only inside its own document
-        doc = torch.searchsorted(cu_seqlens[1:].to(device), torch.arange(T, device=device), right=True)  # (T,)
-        mask = mask & (doc[None, :, None] == doc[None, None, :])
-    # A padding query would see no key at all (softmax of nothing = NaN); let it see itself. Its output is
-    # never used, this only keeps everything finite.
-    return (mask | (kj == qi)[None])[:, None]
+    """Boolean (B, 1, T, T) mask for causal self-attention, True = may attend: query i sees keys lo_i <= j <= i,
+    the rule kernels.key_lower_bound writes once for this path and the Triton kernel (left padding, packing, and a
+    padding query seeing only itself so that no row is empty)."""
+    return visible_keys(key_lower_bound(B, T, device, start, cu_seqlens))[:, None]
 
 
-def attention_ref(q, k, v, start=None, cu_seqlens=None):
-    """Causal GQA attention in plain PyTorch. q (B, H, T, D), k/v (B, K, T, D) -> (B, H, T, D)."""
+def attention_sdpa(q, k, v, start=None, cu_seqlens=None):
+    """The model's readable attention path (--no-kernels, CPU): torch SDPA under attention_mask. q (B, H, T, D),
+    k/v (B, K, T, D) -> (B, H, T, D). (kernels.attention.attention_ref is the kernel's fp32 test oracle.)"""
     B, H, T, D = q.shape
     mask = attention_mask(B, T, q.device, start, cu_seqlens)  # (B, 1, T, T)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
 
-def decode_attention_ref(q, k_cache, v_cache, lengths, start=None):
-    """One new token per row over the cache. q (B, H, D), k/v_cache (B, K, S, D); valid keys: start <= j < length."""
+def decode_attention_sdpa(q, k_cache, v_cache, lengths, start=None):
+    """The model's readable decode path: one new token per row over the cache through torch SDPA. q (B, H, D),
+    k/v_cache (B, K, S, D); valid keys: start <= j < length. (kernels.decode.decode_attention_ref: the fp32 oracle.)"""
     B, H, D = q.shape
     S = k_cache.shape[2]
     j = torch.arange(S, device=q.device)[None]  # (1, S)
@@ -229,7 +223,7 @@ class Attention(nn.Module):
             if use_kernels:
                 y = _decode_kernel(q[:, :, 0], k_cache, v_cache, lengths, start)
             else:
-                y = decode_attention_ref(q[:, :, 0], k_cache, v_cache, lengths, start)
+                y = decode_attention_sdpa(q[:, :, 0], k_cache, v_cache, lengths, start)
             y = y[:, :, None]  # (B, H, 1, D)
         else:
             # Training or prefill. A multi-token call with a cache is a prefill from slot 0: the cache holds
@@ -240,7 +234,7 @@ class Attention(nn.Module):
                 from kernels.attention import attention
                 y = attention(q, k, v, start=start, cu_seqlens=cu_seqlens)
             else:
-                y = attention_ref(q, k, v, start=start, cu_seqlens=cu_seqlens)
+                y = attention_sdpa(q, k, v, start=start, cu_seqlens=cu_seqlens)
         y = y.transpose(1, 2).reshape(y.shape[0], y.shape[2], -1)  # (B, T, H*D)
         return self.o_proj(y)
 

@@ -14,11 +14,12 @@ One program per key block accumulates dk, dv (looping over the G query heads tha
 are never repeated for grouped-query attention and no atomics are needed); a second kernel computes dq per query
 block. All three kernels walk the same key/query ranges; only blocks that straddle a boundary pay for the mask.
 
-Which keys a query sees is one rule, lo_i <= j <= i, with lo (B, T) built in PyTorch from the batch layout:
+Which keys a query sees is one rule, lo_i <= j <= i, with lo (B, T) built in PyTorch from the batch layout by
+kernels.key_lower_bound, the same function model.attention_mask is built from:
   - causal only: lo = 0;
   - left padding: lo_i = start[b] (keys before the first real token do not exist);
   - packing (cu_seqlens, B == 1): lo_i = first token of i's document (no attention across documents).
-A padding query (i < start[b]) sees only itself, as in model.attention_mask: every row has a key, nothing is NaN.
+A padding query (i < start[b]) sees only itself: every row has a key, nothing is NaN.
 lo is non-decreasing in i, so the queries that see key j form one range [j, hi_j) with hi = searchsorted(lo, j).
 
 Shapes: B batch, H query heads, K kv heads, G = H // K, T time, D head dim (64 or 128).
@@ -31,33 +32,19 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import HEAD_DIMS
+from kernels import HEAD_DIMS, key_lower_bound, visible_keys
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # CPU interpreter: one small config, no autotuning
 LOG2E = 1.4426950408889634
 
 
-def key_lower_bound(B, T, device, start=None, cu_seqlens=None):
-    """lo (B, T) int32: query i sees keys lo[b, i] <= j <= i (see the module docstring)."""
-    i = torch.arange(T, device=device, dtype=torch.int32)
-    lo = torch.zeros(B, T, device=device, dtype=torch.int32)
-    if start is not None:
-        lo = torch.maximum(lo, start.to(device=device, dtype=torch.int32).view(B, 1))
-    if cu_seqlens is not None:
-        cu = cu_seqlens.to(device=device, dtype=torch.int32)
-        doc = torch.searchsorted(cu[1:], i, right=True)  # (T,) document index of each token
-        lo = torch.maximum(lo, cu[doc.clamp(max=cu.numel() - 1)][None])
-    return torch.minimum(lo, i[None])  # a padding query sees itself
-
-
 def attention_ref(q, k, v, start=None, cu_seqlens=None, sm_scale=None):
-    """The naive twin: the full (B, H, T, T) score matrix in fp32. q (B, H, T, D), k/v (B, K, T, D)."""
+    """The kernel's naive twin and test oracle: the full (B, H, T, T) score matrix in fp32, softmax written out.
+    q (B, H, T, D), k/v (B, K, T, D). (model.attention_sdpa is the model's readable path, through torch SDPA.)"""
     B, H, T, D = q.shape
     G = H // k.shape[1]
     sm_scale = sm_scale or 1.0 / math.sqrt(D)
-    lo = key_lower_bound(B, T, q.device, start, cu_seqlens)  # (B, T)
-    j = torch.arange(T, device=q.device)
-    visible = (j[None, None, :] <= j[None, :, None]) & (j[None, None, :] >= lo[:, :, None])  # (B, T, T)
+    visible = visible_keys(key_lower_bound(B, T, q.device, start, cu_seqlens))  # (B, T, T)
     k, v = k.repeat_interleave(G, 1).float(), v.repeat_interleave(G, 1).float()  # (B, H, T, D)
     s = (q.float() @ k.transpose(-1, -2)) * sm_scale  # (B, H, T, T)
     s = s.masked_fill(~visible[:, None], float("-inf"))

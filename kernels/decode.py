@@ -32,7 +32,8 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def decode_attention_ref(q, k_cache, v_cache, lengths, start=None, num_splits=None):
-    """The naive twin in fp32. q (B, H, D), k/v_cache (B, K, S, D); valid keys start <= j < lengths."""
+    """The kernel's naive twin and test oracle, in fp32. q (B, H, D), k/v_cache (B, K, S, D); valid keys
+    start <= j < lengths (the masking rule of kernels.key_lower_bound for the newest query, i = lengths - 1)."""
     B, H, D = q.shape
     K, S = k_cache.shape[1], k_cache.shape[2]
     j = torch.arange(S, device=q.device)

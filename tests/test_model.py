@@ -76,6 +76,18 @@ def test_attention_mask_never_leaves_a_row_empty():
     assert not mask[1, 0, 5, :4].any() and mask[1, 0, 5, 4:].all()
 
 
+def test_attention_mask_by_hand_for_packing_and_padding():
+    """The one masking rule (kernels.key_lower_bound) as a picture: two packed documents [0, 2) and [2, 5)."""
+    mask = attention_mask(1, 5, "cpu", cu_seqlens=torch.tensor([0, 2, 5]))[0, 0].int().tolist()
+    assert mask == [[1, 0, 0, 0, 0],
+                    [1, 1, 0, 0, 0],
+                    [0, 0, 1, 0, 0],
+                    [0, 0, 1, 1, 0],
+                    [0, 0, 1, 1, 1]]
+    padded = attention_mask(1, 4, "cpu", start=torch.tensor([2]))[0, 0].int().tolist()
+    assert padded == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]]  # padding queries see only themselves
+
+
 def test_real_qwen25_05b_shape_matches_transformers(tmp_path):
     """The fixture's real config.json (24 layers, 14/2 heads, 151936 vocab, tied) with random weights."""
     path = tmp_path / "q05"
