@@ -39,3 +39,14 @@ def test_cli_renders_the_teachers_template_and_writes_prompt_plus_response(tmp_p
     # prompt + response is the teacher's whole text, its <think> opened on the prompt side
     assert row["prompt"] == "<｜begin▁of▁sentence｜><｜User｜>1+2<｜Assistant｜><think>\n"
     assert row["response"] == "3=3</think> <answer>3</answer>" and row["answer"] == "3"
+
+
+def test_distill_config_gives_every_field_a_flag_with_help():
+    import dataclasses
+
+    from distill import DistillConfig
+    from train_utils import config_parser
+    actions = {a.dest: a for a in config_parser(DistillConfig)._actions if a.dest != "help"}
+    assert set(actions) == {f.name for f in dataclasses.fields(DistillConfig)}
+    assert all(a.help for a in actions.values())
+    assert {"dtype", "no_kernels", "template"} <= set(actions)
