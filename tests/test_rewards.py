@@ -1,5 +1,6 @@
-"""rewards.py as a table of lessons: which answers are the same, what the format reward pays for, and that no
-completion, however hostile, can make a reward slow or make it run code."""
+"""rewards.py as a table of lessons: what the format reward pays for, what each task's accuracy rule accepts, and
+that no completion, however hostile, can make a reward slow or make it run code (which answers are the same value
+is tests/test_answers.py)."""
 import json
 import random
 import time
@@ -7,142 +8,8 @@ import time
 import pytest
 
 from conftest import DATA
-from rewards import (accuracy_reward, answers_match, combined_reward, countdown_verify, extract_answer,
-                     format_reward, language_reward, normalize_answer)
+from rewards import accuracy_reward, combined_reward, countdown_verify, format_reward, language_reward
 from tasks import make_countdown
-
-# (prediction, gold, should match): MATH-style equivalences first, then the near misses that must not match.
-MATCH_TABLE = [
-    ("\\frac{1}{2}", "\\dfrac{1}{2}", True),
-    ("\\tfrac12", "\\frac{1}{2}", True),
-    ("0.5", "\\frac{1}{2}", True),
-    ("1/2", "\\frac12", True),
-    (".5", "0.50", True),
-    ("\\frac 59", "\\frac{5}{9}", True),
-    ("\\frac9{19}", "9/19", True),
-    ("\\frac{270}7\\text{ degrees}", "\\frac{270}{7}", True),
-    ("\\frac43", "4/3", True),
-    ("-\\frac{35}{9}", "\\frac{-35}{9}", True),
-    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})", True),
-    ("\\left(\\frac{3}{5},\\frac{8}{3}\\right]", "(\\frac35, \\frac83]", True),
-    ("(3, 4]", "(3,4]", True),
-    ("(-\\infty, 0]", "(-\\infty,0]", True),
-    ("(0,9) \\cup (9,36)", "(0, 9)\\cup(9, 36)", True),
-    ("(15,-29)", "\\left(15, -29\\right)", True),
-    ("1,-2", "-2, 1", True),  # a list of solutions: any order
-    ("3, 5, 7", "7,5,3", True),
-    ("\\{1\\pm\\sqrt{5},-2\\}", "\\{-2,1\\pm\\sqrt{5}\\}", True),
-    ("\\text{Evelyn}", "Evelyn", True),
-    ("evelyn", "\\text{Evelyn}", True),
-    ("\\text{(C)}", "C", True),
-    ("(C)", "\\text{(C)}", True),
-    ("90^\\circ", "90", True),
-    ("90^{\\circ}", "90°", True),
-    ("76", "76^\\circ", True),
-    ("15\\mbox{ cm}^2", "15", True),
-    ("864 \\mbox{ inches}^2", "864", True),
-    ("5.4 \\text{ cents}", "5.4", True),
-    ("x=5", "5", True),
-    ("x = 5", "x=5", True),
-    ("y = 2x + 3", "2x+3", True),
-    ("x \\in [-2,7]", "[-2,7]", True),
-    ("10,\\!080", "10080", True),
-    ("11,\\! 111,\\! 111,\\! 100", "11111111100", True),
-    ("\\$32,\\!348", "32348", True),
-    ("1{,}000", "1000", True),
-    ("\\$18.90", "18.9", True),
-    ("25\\%", "25", True),
-    ("3\\sqrt{13}", "3 \\sqrt{13}", True),
-    ("11\\sqrt2", "11\\sqrt{2}", True),
-    ("\\frac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt{3}}", True),  # numerically equal
-    ("2\\sqrt{5}", "\\sqrt{20}", True),
-    ("\\pi", "3.14159265358979", True),
-    ("7\\pi", "7 \\pi", True),
-    ("1\\frac{4}{5}", "\\frac{9}{5}", True),  # mixed number
-    ("137 \\frac{1}{2}", "137.5", True),
-    ("\\boxed{\\frac{1}{4}}", "0.25", True),
-    ("\\begin{pmatrix} -1/3 \\\\ 2/3 \\\\ 5/3 \\end{pmatrix}",
-     "\\begin{pmatrix} -\\frac13 \\\\ \\frac{2}{3} \\\\ \\frac53 \\end{pmatrix}", True),
-    ("\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}", "\\begin{pmatrix}-1&0\\\\0&-1\\end{pmatrix}", True),
-    ("6 - 5i", "6-5i", True),
-    ("p - q", "p-q", True),
-    ("x^5 - x^4 + x^3", "x^5-x^4+x^3", True),
-    ("025", "25", True),  # AIME golds are zero-padded
-    ("27", "27.0", True),  # AMC golds carry '.0'
-    (".0000672", "6.72e-5", True),
-    ("1.25", "\\frac{5}{4}", True),
-    ("2^{10}", "1024", True),
-    ("\\dfrac{33}{100}", "0.33", True),
-    # near misses
-    ("\\frac{1}{3}", "0.33", False),
-    ("0.333", "\\frac13", False),
-    ("(3,4]", "(3,4)", False),  # open vs closed end
-    ("[3,4]", "(3,4]", False),
-    ("(1,2)", "(2,1)", False),  # points are ordered
-    ("(1,2)", "1,2", False),
-    ("1,2", "1,2,3", False),
-    ("(0,9) \\cup (9,36)", "(0,9) \\cup (9,37)", False),
-    ("\\sqrt{2}", "\\sqrt{3}", False),
-    ("2\\sqrt{5}", "5\\sqrt{2}", False),
-    ("\\text{east}", "\\text{west}", False),
-    ("B", "\\text{(C)}", False),
-    ("90", "91^\\circ", False),
-    ("-5", "5", False),
-    ("1000", "100", False),
-    ("10,080", "10,081", False),
-    ("x=5", "6", False),
-    ("6+9i", "6-9i", False),
-    ("\\frac{1}{2}", "\\frac{2}{1}", False),
-    ("", "0", False),
-    ("   ", "0", False),
-    ("\\pi", "3.14", False),
-    ("2k+2", "2k", False),
-    ("\\frac{1}{0}", "\\frac{1}{0}+1", False),  # division by zero has no value
-]
-
-
-def test_answers_match_table_has_enough_cases():
-    assert len(MATCH_TABLE) >= 60 and sum(not ok for _, _, ok in MATCH_TABLE) >= 20
-
-
-@pytest.mark.parametrize("pred,gold,expected", MATCH_TABLE)
-def test_answers_match(pred, gold, expected):
-    assert answers_match(pred, gold) is expected
-    assert answers_match(gold, pred) is expected  # the relation is symmetric
-
-
-def test_normalize_answer_strips_layout_only():
-    assert normalize_answer("\\left( \\dfrac{1}{2}, 3 \\right)") == "(\\frac{1}{2},3)"
-    assert normalize_answer("\\$1,234.") == "1234"
-    assert normalize_answer("2k+2") == "2k+2"
-
-
-@pytest.mark.parametrize("text,expected", [
-    ("<think>x</think> <answer>42</answer>", "42"),
-    ("<answer>1</answer> then <answer> 2 </answer>", "2"),  # the last answer block
-    ("<answer>so \\boxed{7}</answer>", "7"),  # a box inside the answer block wins
-    ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),  # nested braces
-    ("\\boxed{\\left(\\frac{\\sqrt{3}}{2}, \\{1\\}\\right)}", "\\left(\\frac{\\sqrt{3}}{2}, \\{1\\}\\right)"),
-    ("first \\boxed{1}, finally \\boxed{2}", "2"),
-    ("\\boxed{3} and an unclosed \\boxed{4", "3"),
-    ("\\fbox{5}", "5"),
-    ("<answer>no closing tag", None),
-    ("The answer is 18.", None),  # no tag, no box: only GSM8K-style tasks read the last number
-    ("", None),
-])
-def test_extract_answer(text, expected):
-    assert extract_answer(text) == expected
-
-
-@pytest.mark.parametrize("text,expected", [
-    ("So she makes 9 * 2 = $18 a day. The answer is 18.", "18"),
-    ("The answer is $1,234.00.", "1234.00"),
-    ("Temperature drops to -10 degrees", "-10"),
-    ("The answer is -$10.", "-10"),  # the sign before the dollar sign counts
-    ("no number here", None),
-])
-def test_extract_answer_last_number_fallback(text, expected):
-    assert extract_answer(text, last_number=True) == expected
 
 
 @pytest.mark.parametrize("completion,strict,lenient", [
@@ -219,6 +86,31 @@ def test_accuracy_reward_per_task():
     assert accuracy_reward("... the answer is 0.5", math) == 0.0  # MATH needs a tag or a box
 
 
+def test_accuracy_reward_reads_latex_delimiters_and_mixed_numbers():  # issue 13's first two misjudgements
+    ex = {"problem": "?", "answer": "7/3", "task": "math"}
+    assert accuracy_reward("<think>…</think> <answer>\\( \\frac{7}{3} \\)</answer>", ex) == 1.0
+    assert accuracy_reward("<think>…</think> <answer>\\[2 1/3\\]</answer>", ex) == 1.0
+    assert accuracy_reward("<think>…</think> <answer>21/3</answer>", ex) == 0.0
+
+
+def test_accuracy_reward_checker_choice():
+    ex = {"problem": "?", "answer": "b - a", "task": "math"}
+    assert accuracy_reward("<answer>-a + b</answer>", ex, checker="builtin") == 1.0
+    with pytest.raises(ValueError, match="unknown answer checker 'sympy'"):
+        accuracy_reward("<answer>1</answer>", ex, checker="sympy")
+
+
+def test_accuracy_reward_with_math_verify():
+    pytest.importorskip("math_verify")
+    math = {"problem": "?", "answer": "\\frac{1}{2}", "task": "math"}
+    assert accuracy_reward("<think>…</think> <answer>0.5</answer>", math, checker="math-verify") == 1.0
+    assert accuracy_reward("<think>…</think> <answer>0.6</answer>", math, checker="math-verify") == 0.0
+    assert accuracy_reward("no answer at all", math, checker="math-verify") == 0.0
+    gsm = {"problem": "?", "answer": "18", "task": "gsm8k"}  # plain-number tasks keep their exact rule
+    assert accuracy_reward("<answer>She makes $18.</answer>", gsm, checker="math-verify") == 1.0
+    assert combined_reward("<think>a</think> <answer>1/2</answer>", math, checker="math-verify") == 2.0
+
+
 def test_accuracy_reward_first_real_problems():
     rows = [json.loads(line) for line in open(DATA / "math500_test.jsonl")][:20]
     for row in rows:
@@ -268,6 +160,10 @@ HOSTILE = {
     "unicode digits": "<answer>٣²𝟗</answer> ٣٣٣ ²",
     "unary minus run": "<answer>" + "-" * 999 + "1</answer>",
     "import": "<answer>__import__('os').system('touch /tmp/pwned')</answer>",
+    "polynomial blow-up": "<answer>" + ("(" + "+".join(f"x^{{{k}}}" for k in range(1, 31)) + ")") * 3 + "</answer>",
+    "power of a sum": "<answer>(x+y+z+1)^{64}</answer>",
+    "sixty square roots": "<answer>" + "\\sqrt{1000003}" * 60 + "</answer>",
+    "sum of sixty fractions": "<answer>" + "+".join(f"\\frac{{1}}{{x+{k}}}" for k in range(2, 60)) + "</answer>",
     "exec in box": "\\boxed{exec('import os')}",
 }
 EXAMPLES = [
@@ -283,16 +179,16 @@ def test_rewards_are_fast_and_safe_on_hostile_input(name):
     completion = HOSTILE[name]
     for ex in EXAMPLES:
         for reward in (accuracy_reward, format_reward, language_reward):
-            best = min(_timed(reward, completion, ex) for _ in range(3))  # best of 3: the test shares 2 cores
+            best = min(_timed(reward, completion, ex) for _ in range(3))  # CPU time, best of 3: 2 shared cores
             assert best < 0.010, f"{reward.__name__} took {best * 1e3:.1f} ms on {name!r} ({ex['task']})"
         assert accuracy_reward(completion, ex) == 0.0
 
 
 def _timed(reward, completion, ex):
-    start = time.perf_counter()
+    start = time.process_time()  # the work a reward does, not the wait for a core another process holds
     value = reward(completion, ex)
     assert 0.0 <= value <= 1.0
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def test_rewards_never_call_eval_exec_or_compile(monkeypatch):
@@ -305,14 +201,6 @@ def test_rewards_never_call_eval_exec_or_compile(monkeypatch):
     for completion in list(HOSTILE.values()) + ["<answer>(25 - 5) * 4</answer>", "<answer>\\frac{1}{2}</answer>"]:
         for ex in EXAMPLES:
             accuracy_reward(completion, ex), format_reward(completion, ex), language_reward(completion, ex)
-
-
-def test_answers_match_is_fast_on_hostile_answers():
-    for answer in ("9^9^9^9", "10^{10^{10}}", _NEST[:999], "1" * 999, "\\frac{" * 150, "1," * 499 + "1"):
-        start = time.perf_counter()
-        answers_match(answer, "1")
-        answers_match(answer, answer + "1")
-        assert time.perf_counter() - start < 0.010, answer[:20]
 
 
 def test_random_completions_never_raise():
