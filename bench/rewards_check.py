@@ -7,9 +7,12 @@
    $…$), must still match itself (>= 99%) and must match another problem's different answer rarely (<= 1%).
    "Different" means a different string once spaces are removed; the matches that remain are listed so a reader
    can see whether they are real equivalences (0.5 vs \\frac12) or false positives.
+3. With math-verify installed (pip install math-verify): how often the builtin checker and HuggingFace's math-verify
+   give the same verdict on re-formatted MATH-500 golds against their own gold and against other problems' golds.
 
     python bench/rewards_check.py              # all of it, about half a minute on one CPU core
     python bench/rewards_check.py --quick      # the subset tests/test_rewards.py runs
+    python bench/rewards_check.py --agreement  # 3. as well (math-verify costs about 10 ms a pair: a subset)
 """
 import argparse
 import random
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from answers import math_verify_match  # noqa: E402
 from rewards import accuracy_reward, answers_match  # noqa: E402
 from tasks import load_task  # noqa: E402
 
@@ -114,11 +118,34 @@ def math500_check(examples, reps=10, seed=0, cross=None):
             "cross_hits": sorted(hits.items(), key=lambda kv: -kv[1])[:15]}
 
 
+def checker_agreement(examples, reps=2, cross=60, seed=0):
+    """Verdicts of answers_match and math_verify_match on (re-formatted gold, gold) pairs and on cross pairs of
+    different golds among the first `cross` problems: how often they agree, and the pairs where they do not."""
+    rng = random.Random(seed)
+    golds = [ex["answer"] for ex in examples]
+    pairs = [(reformat(g, rng), g) for g in golds for _ in range(reps)]
+    pairs += [(reformat(golds[i], rng), golds[j]) for i in range(min(cross, len(golds)))
+              for j in range(min(cross, len(golds))) if i != j and golds[i] != golds[j]]
+    start, agree, only_builtin, only_mv = time.time(), 0, [], []
+    for variant, gold in pairs:
+        a, b = answers_match(variant, gold), math_verify_match(variant, gold)
+        agree += a == b
+        if a != b:
+            (only_builtin if a else only_mv).append((variant, gold))
+    wrapped = sum(bool(_WRAPPED.search(v)) and not _WRAPPED.search(g) for v, g in only_builtin + only_mv)
+    return {"pairs": len(pairs), "agree": agree / len(pairs), "only_builtin": only_builtin, "only_math_verify": only_mv,
+            "wrapped": wrapped, "seconds": time.time() - start}
+
+
+_WRAPPED = re.compile(r"\\(?:text|textbf|textrm|mbox)\{")  # re-formatting wrapped the answer in a text command
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200 GSM8K problems, 100 MATH-500 problems")
     parser.add_argument("--reps", type=int, default=10, help="random re-formattings per MATH-500 answer")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--agreement", action="store_true", help="also compare with math-verify (if installed)")
     args = parser.parse_args()
     gsm, math500 = load_task("gsm8k"), load_task("math500")
     if args.quick:
@@ -140,6 +167,14 @@ def main():
         print(f"  miss: {gold!r} vs re-formatted {variant!r}")
     for (a, b), count in m["cross_hits"]:
         print(f"  cross-match x{count}: {a!r} ~ {b!r}")
+    if args.agreement:
+        a = checker_agreement(math500, seed=args.seed)
+        print(f"builtin vs math-verify: same verdict on {100 * a['agree']:.2f}% of {a['pairs']} pairs "
+              f"({len(a['only_builtin'])} match only for builtin, {len(a['only_math_verify'])} only for math-verify, "
+              f"{a['wrapped']} of these with a \\text{{}}-like wrapper the gold lacks; {a['seconds']:.0f} s)")
+        for side in ("only_builtin", "only_math_verify"):
+            for variant, gold in [pair for pair in a[side] if not _WRAPPED.search(pair[0])][:25]:
+                print(f"  {side}: {variant!r} vs gold {gold!r}")
 
 
 if __name__ == "__main__":
