@@ -14,7 +14,8 @@ figures beside ours where it reports the model and dataset (DeepSeek-R1 Table 5)
   pass@k = 1 - C(n-c, k) / C(n, k), computed as a running product so large n never overflows.
 - maj@k (cons@k): the answers of the k samples are grouped into classes of equivalent answers
   (rewards.answers_match against each class's first member, in sample order); the largest class wins and the
-  problem counts as solved if that answer is right. Ties go to the class whose first member came earliest
+  problem counts as solved if that answer is right (by --answer-checker; the classes always by the builtin
+  checker, which is exact and fast). Ties go to the class whose first member came earliest
   (lowest sample index), so the result never depends on hashing or sort order; samples without an answer vote
   for nothing. For countdown the "answer" is the expression and expressions group by value, so there the first
   expression of the winning class decides whether the problem counts as solved.
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rewards
+from answers import CHECKERS
 from tasks import load_task
 from tokenizer import TEMPLATES, completion_prefix, render_prompt, resolve_template
 from train_utils import option, parse_config
@@ -77,11 +79,12 @@ def default_ks(n):
     return ks + ([n] if ks[-1] != n else [])
 
 
-def score_problem(example, completions, ks=None):
-    """Per-problem record: each completion's answer, accuracy and format, plus pass@k and the majority answer."""
+def score_problem(example, completions, ks=None, checker="builtin"):
+    """Per-problem record: each completion's answer, accuracy (by the answer checker) and format, plus pass@k and
+    the majority answer."""
     task = example.get("task", "math")
     answers = [rewards.final_answer(c, task) for c in completions]
-    correct = [rewards.accuracy_reward(c, example) for c in completions]
+    correct = [rewards.accuracy_reward(c, example, checker) for c in completions]
     n, n_correct = len(completions), int(sum(correct))
     majority, first = majority_vote(answers)
     return {
@@ -123,13 +126,14 @@ def format_table(summary, title="eval"):
 
 def evaluate(model, tokenizer, examples, template="r1", num_samples=16, temperature=0.6, top_p=0.95,
              max_new_tokens=4096, batch_size=32, out_path=None, seed=0, ks=None, title="eval", generate=None,
-             **generate_kwargs):
+             answer_checker="builtin", **generate_kwargs):
     """Sample num_samples completions per example, score them, write one JSON line per problem to out_path
     (if given) and return the summary dict (also printed as a table). template: a --template name (plain, chat,
     r1, r1-chat: tokenizer.render_prompt) or a callable problem -> prompt text. batch_size counts prompts per
     generate call (so batch_size * num_samples rows); generate defaults to sample.generate, imported here so this
-    module loads without the model code. Other keyword arguments (top_k, cuda_graph, eos_ids, ...) go to generate;
-    generation stops at "</answer>" and the tokenizer's EOS."""
+    module loads without the model code. answer_checker: builtin or math-verify (rewards.accuracy_reward). Other
+    keyword arguments (top_k, cuda_graph, eos_ids, ...) go to generate; generation stops at "</answer>" and the
+    tokenizer's EOS."""
     from tqdm import tqdm
     if generate is None:
         from sample import generate
@@ -148,7 +152,7 @@ def evaluate(model, tokenizer, examples, template="r1", num_samples=16, temperat
             for i, ex in enumerate(batch):
                 rows = range(i * num_samples, (i + 1) * num_samples)  # row i*num_samples+g = prompt i, sample g
                 prefix = completion_prefix(texts[i])  # "<think>\n" when the prompt opened the think block
-                record = score_problem(ex, [prefix + gen.texts[r] for r in rows], ks)
+                record = score_problem(ex, [prefix + gen.texts[r] for r in rows], ks, answer_checker)
                 record["mean_tokens"] = sum(int(gen.lengths[r]) for r in rows) / num_samples
                 record["truncated"] = sum(gen.finish[r] == "length" for r in rows) / num_samples
                 records.append(record)
@@ -187,6 +191,9 @@ class EvalConfig:
     no_kernels: bool = option(False, "PyTorch reference attention instead of Triton (the readable path)")
     no_cuda_graph: bool = option(False, "launch every decode step eagerly")
     compile: bool = option(False, "torch.compile the decode step (slow first call)")
+    answer_checker: str = option("builtin", "how MATH-style answers are compared: builtin (exact, no dependency) or "
+                                            "math-verify (HuggingFace's; pip install math-verify; figures comparable "
+                                            "with open-r1's)", choices=tuple(CHECKERS))
 
 
 def is_distill_model(model_name, tokenizer):
@@ -213,6 +220,7 @@ def run(config):
     """`python evaluate.py`: load the model, resolve the template and the paper's settings, evaluate; returns the
     summary (with the paper's figures under "paper" when it reports this model and dataset)."""
     from model import load_model
+    rewards.get_checker(config.answer_checker)  # a missing math-verify fails here, before the model loads
     model, tok = load_model(config.model, config.device, config.dtype, kernels=not config.no_kernels)
     model.eval()
     template = resolve_template(config.template, config.model, tok)
@@ -227,7 +235,7 @@ def run(config):
     summary = evaluate(model, tok, examples, template, num_samples=config.num_samples,
                        temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
                        max_new_tokens=max_new, batch_size=batch_size, out_path=config.out or f"eval_{title}.jsonl",
-                       seed=config.seed, title=title, compile=config.compile,
+                       seed=config.seed, title=title, compile=config.compile, answer_checker=config.answer_checker,
                        cuda_graph=model.lm_head.weight.is_cuda and not config.no_cuda_graph)
     figures = paper_figures(config.model, config.dataset)
     if figures:
@@ -244,5 +252,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ImportError) as e:  # ImportError: --answer-checker's package is missing
         sys.exit(f"error: {e}")

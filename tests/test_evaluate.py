@@ -131,6 +131,27 @@ def test_completion_after_an_opened_think_block_is_scored_with_its_prefix():
     assert closed["format"] == 0.0 and closed["pass@1"] == 1.0  # the answer is found either way; the format is not
 
 
+def test_answer_checker_flag_reaches_the_accuracy_reward(monkeypatch):
+    """--answer-checker is an EvalConfig choice, and evaluate() scores every sample with the checker it names."""
+    import evaluate as ev
+    from train_utils import parse_config
+    assert parse_config(ev.EvalConfig, ["--model", "m", "--answer-checker", "math-verify"])[0].answer_checker \
+        == "math-verify"
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        parse_config(ev.EvalConfig, ["--model", "m", "--answer-checker", "sympy"])
+    seen = []
+    monkeypatch.setattr(ev.rewards, "accuracy_reward", lambda c, ex, checker="builtin": seen.append(checker) or 1.0)
+
+    def generate(model, prompts, *, num_samples, tokenizer, **kw):
+        N = len(prompts) * num_samples
+        return _FakeGeneration(torch.zeros(N, 1, dtype=torch.long), torch.ones(N), torch.zeros(N, 1), ["stop"] * N,
+                               ["<answer>1/2</answer>"] * N)
+    examples = [{"problem": "?", "answer": "0.5", "task": "math"}]
+    evaluate(None, _FakeTokenizer(), examples, template=lambda p: p, num_samples=3, generate=generate,
+             answer_checker="math-verify")
+    assert seen == ["math-verify"] * 3
+
+
 def test_eval_config_gives_every_field_a_flag_with_help():
     from evaluate import EvalConfig
     from train_utils import config_parser
