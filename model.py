@@ -117,9 +117,11 @@ def swiglu(gate, up):
 def fused(fn):
     """The fast twin of an elementwise function of this file (rms_norm, apply_rope, swiglu): torch.compile fuses its
     4-8 PyTorch kernels into one generated Triton kernel forward and one backward. Eager, each reads and writes the
-    whole activation, every layer. On the H100, fusing them cut a GRPO step's training time by about a fifth and
-    its generation time by a quarter (bench/bench_grpo.py, README)."""
-    return torch.compile(fn, dynamic=True)  # one compile serves every batch and sequence length
+    whole activation, every layer (docs/bench/bench_grpo_h100_2026-11-23*.json measure the step with and without)."""
+    # One compile serves every batch and sequence length; dtype, grad mode and size-1 dims still make variants (a
+    # run meets about a dozen), and past Dynamo's recompile limit (8) it would run the function eagerly.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    return torch.compile(fn, dynamic=True)
 
 
 class RMSNorm(nn.Module):

@@ -12,8 +12,9 @@ How it works (gpt-fast style, no framework):
   2. Prefill: one forward over the P prompts writes cache slots 0..Tp-1. With G samples per prompt the cache has
      P*G rows and each prompt's keys/values are copied to its G rows (KVCache.update), so a prompt costs one
      prefill, not G.
-  3. Decode: step t feeds the token sampled at t-1 into slot Tp+t. On CUDA the step is captured once as a CUDA
-     graph and replayed (launch overhead dominates small-batch decoding otherwise).
+  3. Decode: step t feeds the token sampled at t-1 into slot Tp+t. The whole step (forward, sampling, log-prob,
+     EOS bookkeeping, output writes) is one DecodeStep (decode_step.py); on CUDA it is captured once as a CUDA
+     graph and replayed, one replay per token (launch overhead dominates decoding otherwise).
   4. A finished row keeps decoding padding (the batch stays rectangular); the host checks every 16 steps whether
      all rows are done and whether a stop string appeared, so the GPU is not stalled by a sync every token.
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from decode_step import DecodeStep, sample_token  # noqa: F401 (sample_token: this module's API too)
 from model import KVCache, load_model
 from tokenizer import TEMPLATES, render_prompt, resolve_template
 
@@ -44,30 +46,6 @@ class Generation:
     texts: list = field(default_factory=list)  # decoded completions, when a tokenizer was given
 
 
-def sample_token(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
-    """logits (N, V) fp32 -> token (N,), its log-prob (N,) under softmax(logits / temperature)."""
-    if temperature == 0:  # greedy
-        tok = logits.argmax(-1)
-        return tok, logits.log_softmax(-1).gather(1, tok[:, None])[:, 0]
-    logits = logits / temperature
-    logp = logits.log_softmax(-1)  # (N, V) what the trainer scores
-    if top_k > 0:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (N, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        # Nucleus: keep the smallest set of most likely tokens whose mass reaches top_p (always at least one).
-        sorted_logits, order = logits.sort(-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs >= top_p  # mass before this token already reached top_p
-        drop[:, 0] = False  # the most likely token always stays, whatever top_p
-        logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    # Sampling as argmax(p / E) with E ~ Exp(1): the same distribution as multinomial, with no host sync.
-    probs = logits.softmax(-1)
-    noise = torch.empty_like(probs).exponential_(1, generator=generator)
-    tok = (probs / noise).argmax(-1)
-    return tok, logp.gather(1, tok[:, None])[:, 0]
-
-
 def check_sampling(temperature, top_p, top_k, max_new_tokens, num_samples):
     """Refuse, in one line, sampling settings that mean nothing (a NaN temperature, an empty nucleus, ...)."""
     if not (math.isfinite(temperature) and temperature >= 0):
@@ -78,55 +56,6 @@ def check_sampling(temperature, top_p, top_k, max_new_tokens, num_samples):
                            ("--num-samples", num_samples, 1)):
         if not v >= least:
             raise ValueError(f"{flag} is {v}: pass a whole number >= {least}")
-
-
-def decode_forward(model, tok, slot, start, cache):
-    """tok (N, 1) written to cache slot (1,) -> next-token logits (N, V) fp32."""
-    h = model(tok, start=start, cache=cache, slots=slot, return_hidden=True)
-    return model.lm_head(h[:, -1]).float()
-
-
-_compiled_decode = None  # torch.compile of decode_forward, built once and reused by every generate call
-
-
-class DecodeStep:
-    """One decode step over the cache: (N,) tokens written to `slot` -> next-token logits (N, V) fp32.
-    With cuda_graph=True the step is captured once and replayed with the same input/output buffers; with
-    compile=True it is first fused by torch.compile (fewer, larger kernels: RMSNorm, RoPE, SwiGLU)."""
-
-    def __init__(self, model, cache, start, first_slot, cuda_graph, compile=False):
-        global _compiled_decode
-        if compile and _compiled_decode is None:
-            _compiled_decode = torch.compile(decode_forward, dynamic=False)  # one compile per (N, S) shape
-        self.fn = _compiled_decode if compile else decode_forward
-        self.model, self.cache, self.start = model, cache, start
-        N, dev = cache.k.shape[1], cache.k.device
-        self.tok = torch.zeros(N, 1, dtype=torch.long, device=dev)
-        # The warm-up runs below really write the cache: aim them at the first decode slot, which the first real
-        # step overwrites anyway (slot 0 would clobber the prompt).
-        self.slot = torch.full((1,), first_slot, dtype=torch.long, device=dev)
-        self.graph = None
-        if cuda_graph:
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):  # warm-up: compiles kernels and sets up cuBLAS outside the capture
-                for _ in range(2):
-                    self._forward()
-            torch.cuda.current_stream().wait_stream(stream)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.logits = self._forward()
-
-    def _forward(self):
-        return self.fn(self.model, self.tok, self.slot, self.start, self.cache)
-
-    def __call__(self, tok, slot):
-        self.tok.copy_(tok[:, None])
-        self.slot.fill_(slot)
-        if self.graph is None:
-            return self._forward()
-        self.graph.replay()
-        return self.logits
 
 
 def pad_left(seqs):
@@ -161,45 +90,35 @@ def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1
     S = min(-(-(Tp + max_new_tokens) // 256) * 256, cfg.max_position_embeddings)
     cache = KVCache(cfg, N, S, dev, model.lm_head.weight.dtype)
     h = model(idx, start=start, cache=cache, slots=torch.arange(Tp, device=dev), return_hidden=True)
-    logits = model.lm_head(h[:, -1]).float().repeat_interleave(G, 0)  # (N, V)
-    start = start.repeat_interleave(G)  # (N,)
-    if cuda_graph is None:
-        cuda_graph = dev.type == "cuda"
-    step = DecodeStep(model, cache, start, Tp, cuda_graph, compile) if max_new_tokens > 1 else None
-
-    tokens = torch.zeros(N, max_new_tokens, dtype=torch.long, device=dev)
-    logprobs = torch.zeros(N, max_new_tokens, device=dev)
-    done = torch.zeros(N, dtype=torch.bool, device=dev)
-    lengths = torch.full((N,), max_new_tokens, device=dev)
-    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=dev)
+    logits = model.lm_head(h[:, -1]).repeat_interleave(G, 0)  # (N, V)
+    step = DecodeStep(model, cache, start.repeat_interleave(G), Tp, max_new_tokens, temperature, top_k, top_p,
+                      eos_ids, gen, compile)
+    step.record(logits)  # token 0, from the prefill
+    if (dev.type == "cuda" if cuda_graph is None else cuda_graph) and max_new_tokens > 1:
+        step.capture()
     stopped, checked = {}, 0  # row -> length cut at a stop string; tokens already searched for stop strings
-    for t in range(max_new_tokens):
-        tok, lp = sample_token(logits, temperature, top_k, top_p, gen)
-        tokens[:, t] = tok.masked_fill(done, 0)
-        logprobs[:, t] = lp.masked_fill(done, 0.0)
-        hit = torch.isin(tok, eos) & ~done
-        lengths = torch.where(hit, t + 1, lengths)
-        done = done | hit
+    for t in range(max_new_tokens):  # t: the output column sampled last
+        if t > 0:
+            step()
         if on_step is not None:
-            on_step(tokens[:, :t + 1], done)
+            on_step(step.tokens[:, :t + 1], step.done)
         last = t == max_new_tokens - 1
-        if (t + 1) % CHECK_EVERY == 0 or last:
+        if (t + 1) % CHECK_EVERY == 0 or last:  # the host looks at the results only here
             if stop:
-                for r, n in _find_stops(tokens[:, :t + 1], done, stop, tokenizer, checked).items():
-                    stopped[r], done[r], lengths[r] = n, True, n
+                for r, n in _find_stops(step.tokens[:, :t + 1], step.done, stop, tokenizer, checked).items():
+                    stopped[r], step.done[r], step.lengths[r] = n, True, n
                 checked = t + 1
-            if last or bool(done.all()):
+            if last or bool(step.done.all()):
                 break
-        logits = step(tok, Tp + t)
 
-    if bool(logprobs.isnan().any()):  # NaN logits: a sample of them is token 0, silently (one sync per call)
+    if bool(step.logprobs.isnan().any()):  # NaN logits: a sample of them is token 0, silently (one sync per call)
         raise ValueError("the model's logits are NaN (its weights or activations overflowed, as fp16 can): sample "
                          "in bfloat16 or float32 (--dtype), or load an earlier checkpoint")
     T = t + 1
-    lengths = torch.where(done, lengths, T).cpu()
+    lengths = torch.where(step.done, step.lengths, T).cpu()
     keep = torch.arange(T)[None] < lengths[:, None]  # (N, T)
-    tokens, logprobs = tokens[:, :T].cpu() * keep, logprobs[:, :T].cpu() * keep
-    eos_hit = torch.isin(tokens.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0], eos.cpu())
+    tokens, logprobs = step.tokens[:, :T].cpu() * keep, step.logprobs[:, :T].cpu() * keep
+    eos_hit = torch.isin(tokens.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0], step.eos.cpu())
     finish = ["stop" if r in stopped else "eos" if eos_hit[r] else "length" for r in range(N)]
     texts = [tokenizer.decode(tokens[r, :lengths[r]].tolist()) for r in range(N)] if tokenizer else []
     return Generation(tokens, lengths, logprobs, finish, texts)

@@ -13,28 +13,14 @@ How the figures are taken:
   seeded random number, which keeps every row in training, as a hard step of a real run. Random weights also
   almost never emit EOS, so every completion runs to 1,024 tokens. Step 1 pays for compilation and CUDA-graph
   capture; the figures are the mean of steps 2-3, read from metrics.jsonl.
-- Training MFU = 6 * n_params * tokens trained / train time / 989 TFLOP/s (H100 SXM bf16 dense), the formula
+- Training MFU = 6 * n_params * tokens trained / train time / 989 TFLOP/s (H100/H200 SXM bf16 dense), the formula
   the 18% transformers figure in ../shared/reference used; attention FLOPs are not counted in either.
 - transformers: Qwen2ForCausalLM (sdpa attention), `generate` of 8 x 16 rows (min_new_tokens = 1,024) — eager,
   and again with its strongest setting, a static cache (which transformers compiles; warmed up untimed) — then a
   no-grad pass for the old log-probs and the clipped loss forward/backward in micro-batches of 8 with gradient
   checkpointing and one AdamW step, as a user writes it without a framework.
 
-Measured on an H100 80GB HBM3 (torch 2.11.0+cu130, triton 3.6.0, transformers 5.17.0), 2026-11-23 10:47 UTC, by
-this script as it was then (its configurations were named for explicit micro-batches; 16 is what the default,
-auto, picks on this GPU); prompts of up to 148 tokens, completions of ~1,021 tokens on average:
-
-    configuration               step s  generation  scoring  training  gen tok/s  train tok/s  train MFU  peak GiB
-    beta 0, micro-batch 16        4.87        3.46     0.01      1.40     37.8k         107k      32.1%      25.6
-    beta 0.04, micro-batch 16     5.39        3.57     0.41      1.41     36.6k         107k      31.9%      26.6
-    beta 0, micro-batch 8         6.12        3.55     0.08      2.49     36.9k          60k      18.0%      16.9
-    transformers, eager         104.77       98.22     1.09*     5.46      1.3k          27k       8.2%      16.6
-    transformers, static+compile 18.53       14.40     0.78*     3.34      9.1k          45k      13.5%      16.3
-    (* its separate no-grad pass for the old log-probs; ours records them during the first training pass)
-With micro-batch 16 the step is 21.5x faster than transformers eager (generation 28x) and 3.8x faster than its
-static+compile (generation 4.2x). A re-run of ours (10:59 UTC) gave 33.9% MFU at 16 and 22.0% at 8. Before
-RMSNorm/RoPE/SwiGLU were fused (09:38 UTC) the 16-row step was 6.45 s at 26.1% MFU. Counting attention FLOPs too
-adds ~6% to the MFU figures.
+Results, with device and date: README.md (GRPO section) and docs/bench/bench_grpo_*.json.
 """
 import argparse
 import json
@@ -162,6 +148,7 @@ def main():
     ap.add_argument("--skip-hf-compile", action="store_true", help="no static cache + compile transformers run")
     ap.add_argument("--profile", action="store_true", help="also a kernel-by-kernel profile of two steps")
     ap.add_argument("--tiny", action="store_true", help="a 2-layer model, 2 x 2 x 8 tokens: checks this script")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these of our configurations (ours_beta0, ...)")
     args = ap.parse_args()
     if args.tiny:
         global P, G, NEW
@@ -180,6 +167,8 @@ def main():
         # micro-batch 0 is grpo.py's default, auto: the largest of 16, 8, .. that fits (16 on an 80 GB GPU)
         for name, beta, mb, steps in (("ours_beta0", 0.0, 0, 3), ("ours_beta0.04", 0.04, 0, 3),
                                       ("ours_beta0_mb8", 0.0, 8, 3)):
+            if args.only is not None and name not in args.only:
+                continue
             try:
                 res[name] = ours(Path(tmp) / "ckpt", Path(tmp) / name, n_params, beta, mb, steps)
             except Exception as e:  # keep the other figures if one configuration fails
@@ -213,7 +202,7 @@ def main():
             save()
             if DEV == "cuda":
                 torch.cuda.empty_cache()
-        base, hf = res["ours_beta0"], res["transformers"]
+        base, hf = res.get("ours_beta0"), res.get("transformers")
         if isinstance(base, dict) and isinstance(hf, dict):
             res["speedup_step"] = hf["step_s"] / base["step_s"]
             res["speedup_generation"] = hf["generation_s"] / base["generation_s"]

@@ -1,13 +1,22 @@
 """
 Generation throughput on the Qwen2.5-0.5B shape (random weights, bf16): our sample.generate against transformers'
-`generate` with the same weights and settings, measured in the same run.
+`generate` with the same weights and settings, measured in the same run, and how close a decode step comes to the
+memory roofline.
 
     python bench/bench_sample.py                 # batch 1, 64, 256 x 512 new tokens; JSON to $OUT or .
-    python bench/bench_sample.py --batches 64 --new-tokens 128
+    python bench/bench_sample.py --batches 64 --new-tokens 128 --skip-hf
 
 Settings for every contender: 64-token random prompts, sampling at temperature 1 (no top-k/top-p), no EOS (every
-row generates exactly --new-tokens tokens). Baselines: transformers eager (dynamic cache) and its strongest
-single-GPU setting, a static cache with torch.compile. Ratios are ours over each baseline.
+row generates exactly --new-tokens tokens). Baseline: transformers' strongest single-GPU setting, a static cache
+with torch.compile (--hf-eager adds its default dynamic cache). Ratios are ours over each baseline.
+
+For our default path (Triton kernels + the whole step as one CUDA graph) it also reports:
+  - kernels per decode step, and per layer: counted with torch.profiler over eager runs of the step the graph
+    captures (a model cut to 1 and 2 layers gives the per-layer count and the count outside the layers);
+  - replay-only time: the captured step replayed for every token, no host work at all;
+  - roofline share: a step must read every weight once (tied embedding once: the LM head reads it all) and the
+    KV cache up to the current slot; bytes / step time against the device-to-device copy bandwidth measured at
+    the start of this run (bytes read + bytes written of a 1 GiB copy).
 """
 import argparse
 import json
@@ -19,7 +28,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model import ModelConfig, Qwen2  # noqa: E402
+from model import KVCache, ModelConfig, Qwen2  # noqa: E402
+from decode_step import DecodeStep  # noqa: E402
 from sample import generate  # noqa: E402
 
 QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
@@ -36,15 +46,82 @@ def timed(fn):
     return out, time.perf_counter() - t, torch.cuda.max_memory_allocated() / 2**30
 
 
+def copy_bandwidth():
+    """Device-to-device copy rate in bytes/s (read + write), median of 20 copies of 1 GiB."""
+    x = torch.randn(2**29, device="cuda", dtype=torch.bfloat16)
+    y = torch.empty_like(x)
+    times = []
+    for _ in range(22):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        y.copy_(x)
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    return 2 * x.numel() * x.element_size() / sorted(times[2:])[len(times[2:]) // 2]
+
+
+def step_bytes(model, B, context):
+    """Bytes a decode step must read: every weight once, and k + v of `context` cache slots per row and layer."""
+    cfg = model.config
+    weights = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
+    kv = 2 * cfg.num_hidden_layers * B * cfg.num_key_value_heads * context * cfg.head_dim * 2  # bf16
+    return weights + kv
+
+
+def make_step(model, B, prompt_len, n_new):
+    """A DecodeStep as generate builds it, after a prefill of random prompts, with token 0 recorded."""
+    cfg, dev = model.config, "cuda"
+    idx = torch.randint(0, 151000, (B, prompt_len), device=dev)
+    cache = KVCache(cfg, B, -(-(prompt_len + n_new) // 256) * 256, dev, torch.bfloat16)
+    with torch.no_grad():
+        h = model(idx, cache=cache, slots=torch.arange(prompt_len, device=dev), return_hidden=True)
+        step = DecodeStep(model, cache, None, prompt_len, n_new, 1.0, 0, 1.0, (),
+                          torch.Generator(dev).manual_seed(0))
+        step.record(model.lm_head(h[:, -1]))
+    return step
+
+
+def replay_seconds(model, B, prompt_len, n_new):
+    """Seconds per decode step when the captured step is replayed for every token and nothing else runs."""
+    step = make_step(model, B, prompt_len, n_new)
+    with torch.no_grad():
+        step.capture()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n_new - 1):
+        step()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t) / (n_new - 1)
+
+
+def kernels_per_step(model, B, prompt_len):
+    """(kernels per decode step, per layer) of the step the graph captures, counted by torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+    layers, counts = model.model.layers, {}
+    try:
+        for n in (1, 2, len(layers)):
+            model.model.layers = torch.nn.ModuleList(layers[:n])
+            step = make_step(model, B, prompt_len, 8)
+            with torch.no_grad():
+                step._step()  # warm-up: autotuning and first-call work stay out of the count
+                torch.cuda.synchronize()
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    step._step()
+                    torch.cuda.synchronize()
+            counts[n] = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    finally:
+        model.model.layers = layers
+    return counts[len(layers)], counts[2] - counts[1]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64, 256])
     p.add_argument("--new-tokens", type=int, default=512)
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--skip-hf", action="store_true")
-    p.add_argument("--only", nargs="*", default=None, help="run only these contenders (names as printed)")
-    p.add_argument("--hf-compile-batches", type=int, nargs="*", default=None,
-                   help="batches for the static-cache + compile baseline (default: all)")
+    p.add_argument("--hf-eager", action="store_true", help="also transformers' default (dynamic-cache) generate")
     args = p.parse_args()
     dev, N = "cuda", args.new_tokens
     torch.manual_seed(0)
@@ -55,72 +132,62 @@ def main():
     ours = Qwen2(ModelConfig(**QWEN25_05B)).to(dev, torch.bfloat16).eval()
     ours.lm_head.weight = ours.model.embed_tokens.weight
     ours.load_state_dict({k: v for k, v in hf.state_dict().items() if k in ours.state_dict()})
+    bw = copy_bandwidth()
     res = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, transformers=transformers.__version__,
-               new_tokens=N, prompt_len=args.prompt_len, results={})
+               date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), new_tokens=N, prompt_len=args.prompt_len,
+               copy_bandwidth_tb_s=bw / 1e12, results={})
+    print(f"copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)
+    out = Path(os.environ.get("OUT", ".")) / "bench_sample.json"
 
-    def ours_gen(B, use_kernels, cuda_graph, n=N, compile=False):
+    def ours_gen(B, use_kernels):
         ours.use_kernels = use_kernels
         prompts = torch.randint(0, 151000, (B, args.prompt_len)).tolist()
-        return generate(ours, prompts, max_new_tokens=n, temperature=1.0, seed=0, cuda_graph=cuda_graph,
-                        compile=compile)
+        return generate(ours, prompts, max_new_tokens=N, temperature=1.0, seed=0)
 
-    def hf_gen(B, n=N, **kw):
+    def hf_gen(B, **kw):
         x = torch.randint(0, 151000, (B, args.prompt_len), device=dev)
         return hf.generate(x, attention_mask=torch.ones_like(x), do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                           max_new_tokens=n, min_new_tokens=n, eos_token_id=None, pad_token_id=0, **kw)
+                           max_new_tokens=N, min_new_tokens=N, eos_token_id=None, pad_token_id=0, **kw)
 
-    try:
-        import kernels.decode  # noqa: F401
-        have_kernels = True
-    except ImportError:
-        have_kernels = False
-    contenders = [("ours_kernels_graph", lambda B, n=N: ours_gen(B, True, True, n))] if have_kernels else []
-    contenders += [("ours_kernels_compile_graph", lambda B, n=N: ours_gen(B, True, True, n, True))] if have_kernels \
-        else []
-    contenders += [("ours_ref_compile_graph", lambda B, n=N: ours_gen(B, False, True, n, True)),
-                   ("ours_ref_graph", lambda B, n=N: ours_gen(B, False, True, n)),
-                   ("ours_ref_eager", lambda B, n=N: ours_gen(B, False, False, n))]
+    contenders = [("ours", lambda B: ours_gen(B, True)), ("ours_plain_graph", lambda B: ours_gen(B, False))]
     if not args.skip_hf:
-        contenders += [("hf_eager", lambda B, n=N: hf_gen(B, n))]
-        compile_batches = args.hf_compile_batches if args.hf_compile_batches is not None else args.batches
-        contenders += [("hf_static_compile", lambda B, n=N: hf_gen(B, n, cache_implementation="static")
-                        if B in compile_batches else None)]
-    if args.only:
-        contenders = [(n, f) for n, f in contenders if n in args.only]
-    out = Path(os.environ.get("OUT", ".")) / "bench_sample.json"
+        contenders += [("hf_static_compile", lambda B: hf_gen(B, cache_implementation="static"))]
+        contenders += [("hf_eager", hf_gen)] if args.hf_eager else []
     for name, fn in contenders:  # contender-major: ours first, the slow-to-compile baseline last
         for B in args.batches:
-            if name == "ours_ref_eager" and B != 64:
-                continue  # only to show what the CUDA graph buys
+            if name == "ours_plain_graph" and B != 64:
+                continue  # the plain PyTorch path, to show what the kernels buy
             try:
-                # Warm-up at the timed shapes (steady state, as in training): Triton autotunes and torch.compile
-                # compiles once per shape, which a shorter warm-up would leave inside the timed call.
-                if fn(B, N if name.startswith("ours") or "compile" in name else 16) is None:
-                    continue
+                fn(B)  # warm-up at the timed shape: autotuning and torch.compile stay out of the timed call
                 _, dt, peak = timed(lambda: fn(B))
-                r = dict(tok_s=B * N / dt, s=dt, peak_gib=peak, name=name)
+                r = dict(tok_s=B * N / dt, s=dt, peak_gib=peak)
+                if name == "ours":
+                    ours.use_kernels = True
+                    context = args.prompt_len + N / 2  # mean cache length over the generation
+                    r["replay_ms"] = replay_seconds(ours, B, args.prompt_len, N) * 1e3
+                    r["kernels_per_step"], r["kernels_per_layer"] = kernels_per_step(ours, B, args.prompt_len)
+                    r["bytes_per_step"] = step_bytes(ours, B, context)
+                    r["roofline_tok_s"] = B * bw / r["bytes_per_step"]
+                    r["roofline_share"] = r["tok_s"] / r["roofline_tok_s"]
+                    r["replay_roofline_share"] = r["bytes_per_step"] / (r["replay_ms"] / 1e3) / bw
             except Exception as e:  # a baseline that fails is reported, not fatal
-                r = dict(error=f"{type(e).__name__}: {str(e)[:200]}")
+                r = dict(error=f"{type(e).__name__}: {str(e)[:300]}")
             res["results"][f"{name}_B{B}"] = r
-            print(f"B={B:4d} {name:26s} {r}", flush=True)
+            print(f"B={B:4d} {name:18s} {r}", flush=True)
             out.write_text(json.dumps(res, indent=1))  # after every result: a run cut short still reports
 
-    print(f"\n{res['device']}, {N} new tokens, prompt {args.prompt_len}, sampling T=1")
-    print(f"{'batch':>6} {'ours tok/s':>11} {'hf eager':>10} {'hf static+compile':>18} {'x eager':>8} "
-          f"{'x compile':>9} {'peak GiB':>9}")
+    print(f"\n{res['device']}, {N} new tokens, prompt {args.prompt_len}, sampling T=1, copy {bw / 1e12:.2f} TB/s")
+    print(f"{'batch':>6} {'ours tok/s':>11} {'hf static+compile':>18} {'x':>6} {'replay ms':>10} {'roofline':>9} "
+          f"{'(replay)':>9} {'kernels/layer':>14} {'/step':>6} {'peak GiB':>9}")
     for B in args.batches:
         r = res["results"]
-        ours_runs = [r[k] for k in r if k.startswith("ours_") and k.endswith(f"_B{B}") and "tok_s" in r[k]]
-        best = max(ours_runs, key=lambda x: x["tok_s"], default={})
-        he, hc = r.get(f"hf_eager_B{B}", {}).get("tok_s"), r.get(f"hf_static_compile_B{B}", {}).get("tok_s")
-        ours_ts = best.get("tok_s")
-
-        def ratio(x):
-            return f"{ours_ts / x:.1f}" if ours_ts and x else "-"
-        print(f"{B:>6} {ours_ts or 0:>11.0f} {he or 0:>10.0f} {hc or 0:>18.0f} {ratio(he):>8} {ratio(hc):>9} "
-              f"{best.get('peak_gib', 0):>9.2f}  {best.get('name', '')}")
-        res["results"][f"ratio_B{B}"] = dict(vs_eager=ours_ts / he if ours_ts and he else None,
-                                            vs_static_compile=ours_ts / hc if ours_ts and hc else None)
+        o, hc = r.get(f"ours_B{B}", {}), r.get(f"hf_static_compile_B{B}", {}).get("tok_s")
+        ratio = o.get("tok_s", 0) / hc if hc and o.get("tok_s") else None
+        res["results"][f"ratio_B{B}"] = dict(vs_static_compile=ratio)
+        if "tok_s" in o:
+            print(f"{B:>6} {o['tok_s']:>11.0f} {hc or 0:>18.0f} {ratio or 0:>6.1f} {o['replay_ms']:>10.3f} "
+                  f"{o['roofline_share']:>9.1%} {o['replay_roofline_share']:>9.1%} {o['kernels_per_layer']:>14} "
+                  f"{o['kernels_per_step']:>6} {o['peak_gib']:>9.2f}")
     out.write_text(json.dumps(res, indent=1))
     print(f"wrote {out}")
 

@@ -1,41 +1,48 @@
-"""Where a decode step's time goes (development aid): replay-only time and a torch.profiler table."""
-import sys, time
-from pathlib import Path
-import torch
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model import ModelConfig, Qwen2, KVCache  # noqa: E402
-from sample import DecodeStep, sample_token, generate  # noqa: E402
-from bench_sample import QWEN25_05B  # noqa: E402
+"""Where a decode step's GPU time goes (development aid): what a generate call spends outside the replays (prefill
+and packing, warm-up and capture), then the kernels of one step of the fast path, by total time.
 
+    python bench/profile_decode.py [BATCH]      # default 64; the Qwen2.5-0.5B shape, random weights, bf16
+"""
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_sample import QWEN25_05B, make_step  # noqa: E402
+from model import ModelConfig, Qwen2  # noqa: E402
+
+B = int(sys.argv[1]) if len(sys.argv) > 1 else 64
 torch.manual_seed(0)
 m = Qwen2(ModelConfig(**QWEN25_05B)).cuda().to(torch.bfloat16).eval()
 m.lm_head.weight = m.model.embed_tokens.weight
-for kern in ([False, True] if len(sys.argv) > 1 else [False]):
-    m.use_kernels = kern
-    for B in (1, 64, 256):
-        with torch.no_grad():
-            cache = KVCache(m.config, B, 64 + 512, "cuda", torch.bfloat16)
-            start = torch.zeros(B, dtype=torch.long, device="cuda")
-            step = DecodeStep(m, cache, start, 64, True)
-            tok = torch.zeros(B, dtype=torch.long, device="cuda")
-            for i in range(5): step(tok, 64 + i)
-            torch.cuda.synchronize(); t = time.perf_counter()
-            for i in range(100): logits = step(tok, 64 + i)
-            torch.cuda.synchronize(); dt_step = (time.perf_counter() - t) / 100
-            t = time.perf_counter()
-            for i in range(100): sample_token(logits, 1.0)
-            torch.cuda.synchronize(); dt_samp = (time.perf_counter() - t) / 100
-            p = torch.randint(0, 1000, (B, 64)).tolist()
-            generate(m, p, max_new_tokens=16, seed=0)
-            torch.cuda.synchronize(); t = time.perf_counter()
-            generate(m, p, max_new_tokens=256, seed=0)
-            torch.cuda.synchronize(); dt_gen = (time.perf_counter() - t) / 256
-        print(f"kernels={kern} B={B}: replay {dt_step * 1e3:.2f} ms, sample_token {dt_samp * 1e3:.2f} ms, "
-              f"generate {dt_gen * 1e3:.2f} ms/token-step", flush=True)
-activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-with torch.profiler.profile(activities=activities) as prof:
-    with torch.no_grad():
-        generate(m, torch.randint(0, 1000, (64, 64)).tolist(), max_new_tokens=64, seed=0)
+m.use_kernels = True
+
+
+def seconds(fn):
     torch.cuda.synchronize()
-print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
-print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25))
+    t = time.perf_counter()
+    out = fn()
+    torch.cuda.synchronize()
+    return out, time.perf_counter() - t
+
+
+make_step(m, B, 64, 512).capture()  # warm-up: autotuning and first compiles
+step, t_make = seconds(lambda: make_step(m, B, 64, 512))
+_, t_capture = seconds(step.capture)
+_, t_replay = seconds(lambda: [step() for _ in range(511)])
+print(f"batch {B}: prefill + pack {t_make * 1e3:.1f} ms, warm-up + capture {t_capture * 1e3:.1f} ms, "
+      f"511 replays {t_replay * 1e3:.1f} ms ({t_replay / 511 * 1e3:.3f} ms each)")
+step = make_step(m, B, 64, 64)
+with torch.no_grad():
+    for _ in range(3):
+        step._step()  # warm-up (autotuning)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            step._step()
+        torch.cuda.synchronize()
+print(f"batch {B}, 10 eager decode steps (the kernels a graph replay runs, plus launch gaps)")
+print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90))

@@ -227,12 +227,12 @@ def test_fused_logprob_bf16_real_shapes():
 
 @gpu_only
 def test_model_use_kernels_matches_reference_path():
-    """model.use_kernels swaps these kernels in: a left-padded prefill, a packed batch and a CUDA-graph decode step
-    give the logits of the PyTorch path (bf16; two attention implementations rounding differently through two
+    """model.use_kernels swaps these kernels in: a left-padded prefill, a packed batch and a decode step of
+    model.forward give the logits of the PyTorch path (bf16; two attention implementations rounding differently through two
     layers -> 2e-2)."""
     from conftest import TINY
     from model import KVCache, ModelConfig, Qwen2
-    from sample import DecodeStep
+    from decode_step import decode_forward
     cfg = ModelConfig(**{**TINY, "vocab_size": 1024, "hidden_size": 256, "intermediate_size": 512,
                          "num_attention_heads": 4, "num_key_value_heads": 2})  # head dim 64
     torch.manual_seed(0)
@@ -248,7 +248,7 @@ def test_model_use_kernels_matches_reference_path():
             packed = model(idx[:1], cu_seqlens=torch.tensor([0, 60, T], device=DEVICE, dtype=torch.int32)).float()
             cache = KVCache(cfg, B, 256, DEVICE, torch.bfloat16)
             model(idx, start=start, cache=cache, slots=torch.arange(T, device=DEVICE))
-            decoded = DecodeStep(model, cache, start, T, cuda_graph=True)(idx[:, -1], T).clone()
+            decoded = decode_forward(model, idx[:, -1], torch.tensor([T], device=DEVICE), start, cache).float()
         results[use] = (padded, packed, decoded)
     for name, a, b in zip(("padded", "packed", "decoded"), results[True], results[False]):
         assert rel_err(a, b) < 2e-2, (name, rel_err(a, b))
@@ -265,3 +265,104 @@ def test_reference_path_imports_without_triton():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
     assert r.returncode == 0, r.stderr
     assert abs(float(r.stdout) - 0.5) < 1e-6  # equal logits for both tokens
+
+
+# --------------------------------------------------------------- the fused decode kernels (kernels/fused.py)
+from kernels.fused import (add_rms_norm, add_rms_norm_ref, rope_cache_write, rope_cache_write_ref,  # noqa: E402
+                           sample_race, sample_race_ref, silu_mul, silu_mul_ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if not CUDA else [torch.bfloat16])
+def test_rope_cache_write_matches_reference(dtype):
+    """q rotated, k rotated and v copied into the cache at the slot, each row at its own position (start)."""
+    g = torch.Generator().manual_seed(0)
+    B, H, K, D, S = 3, 4, 2, 16, 40
+    qkv = torch.randn(B, (H + 2 * K) * D, generator=g).to(DEVICE, dtype)
+    freqs = 1.0 / 1e4 ** (torch.arange(0, D, 2, device=DEVICE).float() / D)
+    slot, start = torch.tensor([21], device=DEVICE), torch.tensor([0, 5, 30], device=DEVICE)  # row 2: pos 0
+    caches = {}
+    for fn in (rope_cache_write, rope_cache_write_ref):
+        kc, vc = (torch.full((B, K, S, D), float("nan"), device=DEVICE, dtype=dtype) for _ in range(2))
+        caches[fn] = (fn(qkv, freqs, kc, vc, slot, start, H, K), kc[:, :, 21], vc[:, :, 21])
+        assert torch.isnan(kc[:, :, :21]).all() and torch.isnan(vc[:, :, 22:]).all()  # no other slot written
+    for a, b in zip(caches[rope_cache_write], caches[rope_cache_write_ref]):
+        assert rel_err(a, b) < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+def test_rope_cache_write_equals_model_rope():
+    """The twin computes what model.apply_rope does to a row at position slot - start."""
+    from model import apply_rope, rope_cos_sin
+    B, H, K, D = 2, 2, 1, 8
+    qkv = torch.randn(B, (H + 2 * K) * D)
+    freqs = 1.0 / 1e4 ** (torch.arange(0, D, 2).float() / D)
+    kc, vc = torch.zeros(B, K, 16, D), torch.zeros(B, K, 16, D)
+    q = rope_cache_write_ref(qkv, freqs, kc, vc, torch.tensor([9]), torch.tensor([0, 4]), H, K)
+    cos, sin = rope_cos_sin(torch.tensor([[9], [5]]), D, 1e4, torch.float32)  # (B, 1, 1, D)
+    x = qkv.view(B, H + 2 * K, 1, D)
+    torch.testing.assert_close(q, apply_rope(x[:, :H], cos, sin)[:, :, 0])
+    torch.testing.assert_close(kc[:, :, 9], apply_rope(x[:, H:H + K], cos, sin)[:, :, 0])
+    torch.testing.assert_close(vc[:, :, 9], x[:, H + K:, 0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if not CUDA else [torch.bfloat16])
+@pytest.mark.parametrize("with_residual", [True, False])
+def test_add_rms_norm_matches_reference(dtype, with_residual):
+    g = torch.Generator().manual_seed(1)
+    x, r = (torch.randn(5, 96, generator=g).to(DEVICE, dtype) for _ in range(2))  # 96: not a power of two
+    w = (1 + 0.1 * torch.randn(96, generator=g)).to(DEVICE, dtype)
+    r = r if with_residual else None
+    (h, s), (h_ref, s_ref) = add_rms_norm(x, r, w, 1e-6), add_rms_norm_ref(x, r, w, 1e-6)
+    assert torch.equal(s, s_ref)  # one rounded add on both sides
+    assert rel_err(h, h_ref) < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if not CUDA else [torch.bfloat16])
+def test_silu_mul_matches_reference(dtype):
+    gu = torch.randn(3, 2 * 200, generator=torch.Generator().manual_seed(2)).to(DEVICE, dtype)  # M = 200
+    assert rel_err(silu_mul(gu), silu_mul_ref(gu)) < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sample_race_picks_the_tokens_sample_token_picks(temperature):
+    """Same logits, same Exp(1) noise: the one-pass kernel, its twin and sample.sample_token agree on every token,
+    and the log-prob is log_softmax(logits / T) at that token."""
+    from decode_step import sample_token
+    B, V = 6, 1000 if not CUDA else 151936  # V not a multiple of the kernel's block
+    logits = (3 * torch.randn(B, V, generator=torch.Generator().manual_seed(3))).to(DEVICE)
+    noise = torch.empty(B, V, device=DEVICE).exponential_(1, generator=torch.Generator(DEVICE).manual_seed(4))
+    tok, lp = sample_race(logits, noise, temperature)
+    tok_ref, lp_ref = sample_race_ref(logits, noise, temperature)
+    tok_st, lp_st = sample_token(logits, temperature, generator=torch.Generator(DEVICE).manual_seed(4))
+    assert torch.equal(tok, tok_ref) and torch.equal(tok, tok_st)
+    torch.testing.assert_close(lp, lp_st, atol=1e-4, rtol=0)
+
+
+def test_fast_decode_step_matches_plain_step():
+    """kernels/step.py (packed q/k/v and gate/up, the fused kernels, decode attention) gives the logits of the
+    plain model forward for a decode step over a left-padded cache (fp32 in the interpreter, bf16 on a GPU)."""
+    from conftest import TINY
+    from kernels.step import FastDecode
+    from model import KVCache, ModelConfig, Qwen2
+    from decode_step import decode_forward
+    dtype = torch.bfloat16 if CUDA else torch.float32
+    cfg = ModelConfig(**{**TINY, "vocab_size": 512, "hidden_size": 64, "intermediate_size": 96})  # head dim 16
+    torch.manual_seed(0)
+    model = Qwen2(cfg).to(DEVICE, dtype).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:  # non-trivial biases and norm weights
+            for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                lin.bias.normal_(0, 0.5)
+            layer.post_attention_layernorm.weight.normal_(1, 0.2)
+    B, T = 3, 11
+    idx = torch.randint(0, 512, (B, T), device=DEVICE)
+    start = torch.tensor([0, 4, 9], device=DEVICE)
+    out, caches = [], []
+    for fn in (FastDecode(model), lambda *a: decode_forward(model, *a)):
+        cache = KVCache(cfg, B, 32, DEVICE, dtype)
+        with torch.no_grad():
+            model(idx, start=start, cache=cache, slots=torch.arange(T, device=DEVICE))
+            out.append(fn(idx[:, -1], torch.tensor([T], device=DEVICE), start, cache).float())
+        caches.append(cache)
+    tol = 2e-2 if CUDA else 1e-5
+    assert rel_err(out[0], out[1]) < tol
+    assert rel_err(caches[0].k[:, :, :, T], caches[1].k[:, :, :, T]) < tol  # the step's own cache write

@@ -161,3 +161,44 @@ def test_cli_bad_model_is_one_line(tmp_path):
     r = run_cli("--model", str(tmp_path / "missing"), "--prompt", "hi")
     assert r.returncode != 0 and r.stdout == ""
     assert r.stderr.startswith("error: model directory") and r.stderr.count("\n") == 1
+
+
+def fast_path(monkeypatch):
+    """Make generate's DecodeStep take the fast path (kernels/step.py, sample_race) on CPU, in the interpreter."""
+    from kernels.step import FastDecode
+    from decode_step import DecodeStep
+    init = DecodeStep.__init__
+
+    def fast_init(self, model, *args, **kw):
+        init(self, model, *args, **kw)
+        self.fast = self.forward = FastDecode(model)
+    monkeypatch.setattr(DecodeStep, "__init__", fast_init)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the fast path by default (test below)")
+def test_fast_path_draws_the_plain_path_tokens(model, monkeypatch):
+    """Fused kernels + one-pass sampling give the tokens of the plain forward + sample_token, seeded and greedy
+    (fp32: the two logit computations differ by float rounding only)."""
+    plain = [generate(model, PROMPTS, num_samples=2, max_new_tokens=20, seed=3, temperature=t) for t in (1.0, 0)]
+    fast_path(monkeypatch)
+    fast = [generate(model, PROMPTS, num_samples=2, max_new_tokens=20, seed=3, temperature=t) for t in (1.0, 0)]
+    for a, b in zip(plain, fast):
+        assert torch.equal(a.tokens, b.tokens)
+        torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-4, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("use_kernels", [False, True])
+def test_whole_step_graph_replays_the_eager_tokens_on_gpu(use_kernels):
+    """The captured step (forward, sampling from the registered seeded generator, bookkeeping) replays exactly
+    what the eager step computes, and a second seeded run repeats it."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)  # head dim 64
+    m = Qwen2(cfg).cuda().to(torch.bfloat16).eval()
+    m.use_kernels = use_kernels
+    runs = [generate(m, PROMPTS, num_samples=3, max_new_tokens=40, seed=1, eos_ids=(5,), cuda_graph=g)
+            for g in (True, False, True)]
+    for r in runs[1:]:
+        assert torch.equal(runs[0].tokens, r.tokens) and torch.equal(runs[0].lengths, r.lengths)
+        torch.testing.assert_close(runs[0].logprobs, r.logprobs, atol=1e-5, rtol=0)

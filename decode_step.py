@@ -1,0 +1,128 @@
+"""
+One decode step of generation as one unit, and the sampling rule it applies.
+
+sample.generate prefills the prompts, then calls a DecodeStep once per new token. The step does all the per-token
+work on the device: the forward over the KV cache, temperature / top-k / top-p, the exponential-race draw
+(argmax p / E, E ~ Exp(1): multinomial sampling with no host sync), the sampled token's log-prob, EOS / done
+bookkeeping and the writes into the output buffers. Nothing in it reads a value back to the host, so on CUDA
+`capture()` records it as one CUDA graph and each token costs one replay; the host looks at the buffers only
+every few steps (sample.CHECK_EVERY), for stop strings and for "all rows done".
+
+Two forwards sit behind it: the plain model forward (model.Qwen2 with a cache: the readable path, CPU,
+--no-kernels) and the fast path of kernels/step.py (packed q/k/v and gate/up GEMMs, fused Triton kernels, and
+plain temperature sampling as one kernel that draws sample_token's tokens from the same noise).
+
+Shape legend: N rows, V vocab.
+"""
+import functools
+
+import torch
+
+from kernels import HEAD_DIMS
+
+
+def sample_token(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
+    """logits (N, V) fp32 -> token (N,), its log-prob (N,) under softmax(logits / temperature)."""
+    if temperature == 0:  # greedy
+        tok = logits.argmax(-1)
+        return tok, logits.log_softmax(-1).gather(1, tok[:, None])[:, 0]
+    logits = logits / temperature
+    logp = logits.log_softmax(-1)  # (N, V) what the trainer scores
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (N, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        # Nucleus: keep the smallest set of most likely tokens whose mass reaches top_p (always at least one).
+        sorted_logits, order = logits.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs >= top_p  # mass before this token already reached top_p
+        drop[:, 0] = False  # the most likely token always stays, whatever top_p
+        logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    # Sampling as argmax(p / E) with E ~ Exp(1): the same distribution as multinomial, with no host sync.
+    probs = logits.softmax(-1)
+    noise = torch.empty_like(probs).exponential_(1, generator=generator)
+    tok = (probs / noise).argmax(-1)
+    return tok, logp.gather(1, tok[:, None])[:, 0]
+
+
+def decode_forward(model, tok, slot, start, cache):
+    """The plain decode step: tok (N,) written to cache slot (1,) -> next-token logits (N, V)."""
+    return model.lm_head(model(tok[:, None], start=start, cache=cache, slots=slot, return_hidden=True)[:, -1])
+
+
+@functools.cache
+def compiled_decode():  # built once and reused by every generate call; one compile per (N, S) shape
+    return torch.compile(decode_forward, dynamic=False)
+
+
+class DecodeStep:
+    """The whole decode step: forward over the cache, sampling, the token's log-prob, EOS / done bookkeeping and
+    the writes into `tokens`, `logprobs`, `lengths`, `done`, all on the device (no host sync), so that capture()
+    makes it one CUDA graph. Fast path (model.use_kernels on CUDA): kernels/step.py, with plain temperature
+    sampling in one kernel that draws sample_token's tokens; else the plain forward and sample_token."""
+
+    def __init__(self, model, cache, start, first_slot, max_new_tokens, temperature, top_k, top_p, eos_ids,
+                 generator=None, compile=False):
+        N, dev = cache.k.shape[1], cache.k.device
+        self.cache, self.start, self.gen, self.sampling = cache, start, generator, (temperature, top_k, top_p)
+        self.fast = None
+        if model.use_kernels and dev.type == "cuda" and model.config.head_dim in HEAD_DIMS:
+            from kernels.step import FastDecode
+            self.fast = FastDecode(model)  # packs this call's weights
+        self.forward = self.fast or functools.partial(compiled_decode() if compile else decode_forward, model)
+        self.eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=dev)
+        self.tok = torch.zeros(N, dtype=torch.long, device=dev)  # the token fed to the next step
+        self.slot = torch.full((1,), first_slot, dtype=torch.long, device=dev)  # the cache slot it is written to
+        self.t = torch.zeros(1, dtype=torch.long, device=dev)  # the output column of the next sampled token
+        self.tokens = torch.zeros(N, max_new_tokens, dtype=torch.long, device=dev)
+        self.logprobs = torch.zeros(N, max_new_tokens, device=dev)
+        self.done = torch.zeros(N, dtype=torch.bool, device=dev)
+        self.lengths = torch.full((N,), max_new_tokens, device=dev)
+        self.graph = None
+
+    def sample(self, logits):
+        """logits (N, V) -> token (N,), fp32 log-prob (N,) under softmax(logits / temperature)."""
+        temperature, top_k, top_p = self.sampling
+        if self.fast and temperature > 0 and top_k == 0 and top_p == 1.0:
+            return self.fast.sample(logits, temperature, self.gen)  # sample_token's draw, in one kernel
+        return sample_token(logits.float(), temperature, top_k, top_p, self.gen)
+
+    def record(self, logits):
+        """Sample from logits (N, V) and book the token into column t; a finished row records padding."""
+        tok, lp = self.sample(logits)
+        self.tokens.index_copy_(1, self.t, tok.masked_fill(self.done, 0)[:, None])
+        self.logprobs.index_copy_(1, self.t, lp.masked_fill(self.done, 0.0)[:, None])
+        hit = torch.isin(tok, self.eos) & ~self.done
+        self.lengths.copy_(torch.where(hit, self.t + 1, self.lengths))
+        self.done |= hit
+        self.tok.copy_(tok)
+        self.t += 1
+
+    def _step(self):
+        self.record(self.forward(self.tok, self.slot, self.start, self.cache))  # logits (N, V)
+        self.slot += 1
+
+    def capture(self):
+        """Record the step as a CUDA graph. The warm-up runs it for real (compiling kernels, setting up cuBLAS): the
+        state it changes is put back after (its cache write goes to the slot the first replay rewrites)."""
+        buffers = (self.tok, self.slot, self.t, self.tokens, self.logprobs, self.done, self.lengths)
+        state = [b.clone() for b in buffers]
+        rng = self.gen.get_state() if self.gen is not None else None
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._step()
+        torch.cuda.current_stream().wait_stream(stream)
+        for b, s in zip(buffers, state):
+            b.copy_(s)
+        self.graph = torch.cuda.CUDAGraph()
+        if self.gen is not None:  # registered: each replay draws fresh numbers from the seeded stream
+            self.gen.set_state(rng)
+            self.graph.register_generator_state(self.gen)
+        with torch.cuda.graph(self.graph):
+            self._step()
+
+    def __call__(self):
+        """Decode one token for every row."""
+        self.graph.replay() if self.graph is not None else self._step()

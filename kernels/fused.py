@@ -1,0 +1,248 @@
+"""
+Small fused kernels of the decode step, in Triton, each with its PyTorch twin (`*_ref`).
+
+At decode time a layer moves ~30 MB of weights and a few kB of activations, so every separate elementwise kernel
+costs a launch (a few microseconds) for almost no bytes. These kernels each do in one launch what the plain path
+does in four to eight:
+
+  1. rope_cache_write: the fused q/k/v projection's output (B, (H + 2K) D) -> RoPE on the q and k heads, the
+     rotated k and the plain v written into the KV cache at the step's slot, q returned as (B, H, D). RoPE, "rotate
+     half" layout (model.apply_rope), position p = max(slot - start[b], 0), angle_i = p * inv_freq_i:
+         y[:D/2] = x1 cos - x2 sin,   y[D/2:] = x2 cos + x1 sin
+     The slot is read from device memory, so the same launch serves every step of a CUDA graph.
+  2. add_rms_norm: the residual add and the next RMSNorm, s = x + r, h = w * (s / rms(s)); returns (h, s).
+     Rounded where model.rms_norm rounds (the sum and the normalised value in the input dtype, the scale in fp32).
+  3. silu_mul: the fused gate/up projection's output (B, 2M) -> silu(gate) * up (B, M) (SwiGLU).
+  4. sample_race: temperature sampling by the exponential race on raw logits, token = argmax_v (z_v / T - log E_v)
+     (= argmax p_v / E_v, E ~ Exp(1)), and the token's log-prob z_tok / T - logsumexp(z / T), in one pass over the
+     vocabulary (online max and sum, as in a softmax kernel, in chunks combined exactly). The noise E comes from torch's generator, so a seeded
+     run draws the same numbers as sample.sample_token, which stays the readable path (and the one with top-k/p).
+
+Shapes: B rows, H query heads, K kv heads, D head dim, S cache slots, C hidden, M MLP width, V vocab.
+None of these has a backward: they serve generation only (no_grad); training keeps model.py's fused twins.
+"""
+import os
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+BLOCK_V = 64 if INTERPRET else 1024  # vocabulary columns per step of sample_race's walk along a chunk
+RACE_CHUNK = 4 * BLOCK_V  # columns per sample_race program: 38 programs per row for a 152k vocabulary
+
+
+# ------------------------------------------------------------------------------------------ the twins
+def rope_cache_write_ref(qkv, inv_freq, k_cache, v_cache, slot, start, H, K):
+    """qkv (B, (H+2K)D); k/v_cache (B, K, S, D) written at slot (1,) -> q (B, H, D), rotated."""
+    B = qkv.shape[0]
+    D = qkv.shape[1] // (H + 2 * K)
+    x = qkv.view(B, H + 2 * K, D)
+    pos = slot.expand(B) - (start if start is not None else 0)
+    ang = pos.clamp(min=0).float()[:, None] * inv_freq  # (B, D/2)
+    cos, sin = ang.cos()[:, None], ang.sin()[:, None]  # (B, 1, D/2)
+    x1, x2 = x[:, :H + K].float().chunk(2, dim=-1)  # the q and k heads, halves (B, H+K, D/2)
+    qk = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).to(qkv.dtype)  # (B, H+K, D)
+    k_cache.index_copy_(2, slot, qk[:, H:, None])
+    v_cache.index_copy_(2, slot, x[:, H + K:, None])
+    return qk[:, :H].contiguous()
+
+
+def add_rms_norm_ref(x, r, weight, eps):
+    """(h, s): s = x + r (or x when r is None), h = RMSNorm(s) rounded as model.rms_norm rounds."""
+    s = x if r is None else x + r
+    h = s.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(s.dtype), s
+
+
+def silu_mul_ref(gu):
+    """gu (B, 2M) = [gate | up] -> silu(gate) * up (B, M)."""
+    gate, up = gu.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def sample_race_ref(logits, noise, temperature):
+    """logits (B, V) any float dtype, noise (B, V) fp32 Exp(1) -> token (B,), its fp32 log-prob (B,)."""
+    z = logits.float() / temperature
+    tok = (z - noise.log()).argmax(-1)
+    return tok, z.gather(1, tok[:, None])[:, 0] - z.logsumexp(-1)
+
+
+# ------------------------------------------------------------------------------------------ the kernels
+@triton.jit
+def _rope_cache_write(QKV, INV_FREQ, SLOT, START, Q_OUT, KC, VC, sxb, skb, skh, sks, svb, svh, svs, H, K,
+                      D: tl.constexpr, HAS_START: tl.constexpr):
+    b = tl.program_id(0)
+    h = tl.program_id(1)  # 0..H-1 query heads, H..H+K-1 key heads, H+K..H+2K-1 value heads
+    HALF: tl.constexpr = D // 2
+    offs = tl.arange(0, HALF)
+    src = QKV + b * sxb + h * D
+    x1 = tl.load(src + offs).to(tl.float32)
+    x2 = tl.load(src + HALF + offs).to(tl.float32)
+    slot = tl.load(SLOT)
+    pos = slot
+    if HAS_START:
+        pos = tl.maximum(slot - tl.load(START + b), 0)
+    ang = pos.to(tl.float32) * tl.load(INV_FREQ + offs)  # (D/2,) the rotation angles of this row's position
+    c, s = tl.cos(ang), tl.sin(ang)
+    if h < H:
+        dst = Q_OUT + (b * H + h) * D
+        y1, y2 = x1 * c - x2 * s, x2 * c + x1 * s
+    elif h < H + K:
+        dst = KC + b * skb + (h - H) * skh + slot * sks
+        y1, y2 = x1 * c - x2 * s, x2 * c + x1 * s
+    else:
+        dst = VC + b * svb + (h - H - K) * svh + slot * svs
+        y1, y2 = x1, x2
+    tl.store(dst + offs, y1.to(dst.dtype.element_ty))
+    tl.store(dst + HALF + offs, y2.to(dst.dtype.element_ty))
+
+
+@triton.jit
+def _add_rms_norm(X, R, W, H_OUT, S_OUT, C, eps, HAS_R: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < C
+    s = tl.load(X + row * C + offs, mask=mask, other=0.0)
+    if HAS_R:
+        s = (s.to(tl.float32) + tl.load(R + row * C + offs, mask=mask, other=0.0).to(tl.float32)).to(s.dtype)
+        tl.store(S_OUT + row * C + offs, s, mask=mask)
+    sf = s.to(tl.float32)
+    rstd = 1.0 / tl.sqrt(tl.sum(sf * sf, 0) / C + eps)
+    h = (sf * rstd).to(s.dtype).to(tl.float32) * tl.load(W + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(H_OUT + row * C + offs, h.to(H_OUT.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _silu_mul(GU, OUT, M, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < M
+    g = tl.load(GU + row * 2 * M + offs, mask=mask, other=0.0)
+    u = tl.load(GU + row * 2 * M + M + offs, mask=mask, other=0.0).to(tl.float32)
+    gf = g.to(tl.float32)
+    act = (gf / (1.0 + tl.exp(-gf))).to(g.dtype).to(tl.float32)  # F.silu rounds to the input dtype, then * up
+    tl.store(OUT + row * M + offs, (act * u).to(OUT.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _race_partial(Z, E, M_OUT, L_OUT, BEST_OUT, ARG_OUT, V, NS, inv_temp, CHUNK: tl.constexpr,
+                  BLOCK_V: tl.constexpr):
+    row = tl.program_id(0)
+    split = tl.program_id(1)  # this program's columns: split * CHUNK .. (split + 1) * CHUNK
+    offs = tl.arange(0, BLOCK_V)
+    m = tl.full([BLOCK_V], float("-inf"), tl.float32)  # per-lane running max and sum of exp(z / T)
+    l = tl.zeros([BLOCK_V], tl.float32)
+    best = tl.full([BLOCK_V], float("-inf"), tl.float32)  # per-lane best race score and its column
+    arg = tl.zeros([BLOCK_V], tl.int32)
+    for v0 in range(split * CHUNK, split * CHUNK + CHUNK, BLOCK_V):
+        cols = v0 + offs
+        mask = cols < V
+        z = tl.load(Z + row.to(tl.int64) * V + cols, mask=mask, other=float("-inf")).to(tl.float32) * inv_temp
+        e = tl.load(E + row.to(tl.int64) * V + cols, mask=mask, other=1.0)
+        m_new = tl.maximum(m, z)
+        l = l * tl.exp(m - tl.where(m_new == float("-inf"), 0.0, m_new)) + tl.where(mask, tl.exp(z - m_new), 0.0)
+        m = m_new
+        race = tl.where(mask, z - tl.log(e), float("-inf"))
+        better = race > best  # strict: the first column wins a tie, as torch.argmax does
+        best = tl.where(better, race, best)
+        arg = tl.where(better, cols, arg)
+    top = tl.max(best, 0)
+    m_top = tl.max(m, 0)
+    out = row * NS + split
+    tl.store(M_OUT + out, m_top)
+    tl.store(L_OUT + out, tl.sum(l * tl.exp(m - tl.where(m_top == float("-inf"), 0.0, m_top)), 0))
+    tl.store(BEST_OUT + out, top)
+    tl.store(ARG_OUT + out, tl.min(tl.where(best == top, arg, V), 0))  # lowest column reaching the best score
+
+
+@triton.jit
+def _race_combine(Z, M_IN, L_IN, BEST_IN, ARG_IN, TOK, LOGP, V, NS, inv_temp, NS_PAD: tl.constexpr):
+    row = tl.program_id(0)
+    offs = tl.arange(0, NS_PAD)
+    mask = offs < NS
+    m = tl.load(M_IN + row * NS + offs, mask=mask, other=float("-inf"))
+    l = tl.load(L_IN + row * NS + offs, mask=mask, other=0.0)
+    best = tl.load(BEST_IN + row * NS + offs, mask=mask, other=float("-inf"))
+    arg = tl.load(ARG_IN + row * NS + offs, mask=mask, other=V)
+    m_row = tl.max(m, 0)
+    lse = m_row + tl.log(tl.sum(l * tl.exp(m - m_row), 0))  # exact: each chunk's sum rescaled to the row max
+    tok = tl.min(tl.where(best == tl.max(best, 0), arg, V), 0)
+    z_tok = tl.load(Z + row.to(tl.int64) * V + tok).to(tl.float32) * inv_temp
+    tl.store(TOK + row, tok.to(tl.int64))
+    tl.store(LOGP + row, z_tok - lse)
+
+
+# ------------------------------------------------------------------------------------------ wrappers
+def rope_cache_write(qkv, inv_freq, k_cache, v_cache, slot, start, H, K):
+    """The kernel behind rope_cache_write_ref (same arguments). k/v_cache (B, K, S, D): last dim contiguous."""
+    B, width = qkv.shape
+    D = width // (H + 2 * K)
+    if width != (H + 2 * K) * D or qkv.stride(1) != 1 or k_cache.shape[1] != K or k_cache.stride(3) != 1:
+        raise ValueError(f"rope_cache_write: qkv {tuple(qkv.shape)} and cache {tuple(k_cache.shape)} do not fit "
+                         f"H={H}, K={K} heads with a contiguous last dim")
+    q = torch.empty(B, H, D, device=qkv.device, dtype=qkv.dtype)
+    st = start if start is not None else slot
+    _rope_cache_write[(B, H + 2 * K)](qkv, inv_freq, slot, st, q, k_cache, v_cache, qkv.stride(0),
+                                      *k_cache.stride()[:3], *v_cache.stride()[:3], H, K, D=D,
+                                      HAS_START=start is not None)
+    return q
+
+
+def add_rms_norm(x, r, weight, eps):
+    """The kernel behind add_rms_norm_ref: x, r (B, C) contiguous (r may be None) -> (h, s)."""
+    C = x.shape[-1]
+    x = x.contiguous()
+    h = torch.empty_like(x)
+    s = torch.empty_like(x) if r is not None else x
+    _add_rms_norm[(x.numel() // C,)](x, r.contiguous() if r is not None else x, weight, h, s, C, eps,
+                                     HAS_R=r is not None, BLOCK=triton.next_power_of_2(C))
+    return h, s
+
+
+def silu_mul(gu):
+    """The kernel behind silu_mul_ref: gu (B, 2M) contiguous -> (B, M)."""
+    B, M = gu.shape[0], gu.shape[1] // 2
+    gu = gu.contiguous()
+    out = torch.empty(B, M, device=gu.device, dtype=gu.dtype)
+    block = 128 if INTERPRET else 1024
+    _silu_mul[(B, triton.cdiv(M, block))](gu, out, M, BLOCK=block)
+    return out
+
+
+def sample_race(logits, noise, temperature):
+    """The kernel behind sample_race_ref: logits (B, V) contiguous, noise (B, V) fp32 -> token (B,), log-prob (B,).
+    The vocabulary is cut into chunks, one program each (a row alone is too little work for the GPU); a second,
+    tiny kernel combines the chunks' maxima, sums and winners exactly."""
+    B, V = logits.shape
+    ns = triton.cdiv(V, RACE_CHUNK)
+    m, l, best = (torch.empty(B, ns, device=logits.device, dtype=torch.float32) for _ in range(3))
+    arg = torch.empty(B, ns, device=logits.device, dtype=torch.int32)
+    _race_partial[(B, ns)](logits.contiguous(), noise, m, l, best, arg, V, ns, 1.0 / temperature,
+                           CHUNK=RACE_CHUNK, BLOCK_V=BLOCK_V)
+    tok = torch.empty(B, device=logits.device, dtype=torch.long)
+    logp = torch.empty(B, device=logits.device, dtype=torch.float32)
+    _race_combine[(B,)](logits, m, l, best, arg, tok, logp, V, ns, 1.0 / temperature,
+                        NS_PAD=triton.next_power_of_2(ns))
+    return tok, logp
+
+
+if __name__ == "__main__":  # each kernel against its twin at Qwen2.5-0.5B decode shapes, batch 64
+    from triton.testing import do_bench
+    B, H, K, D, S, C, M, V = 64, 14, 2, 64, 1024, 896, 4864, 151936
+    dev, bf = "cuda", torch.bfloat16
+    qkv = torch.randn(B, (H + 2 * K) * D, device=dev, dtype=bf)
+    inv = 1.0 / 1e6 ** (torch.arange(0, D, 2, device=dev).float() / D)
+    kc, vc = (torch.randn(B, K, S, D, device=dev, dtype=bf) for _ in range(2))
+    slot, start = torch.tensor([700], device=dev), torch.zeros(B, dtype=torch.long, device=dev)
+    x, r, w = torch.randn(B, C, device=dev, dtype=bf), torch.randn(B, C, device=dev, dtype=bf), torch.ones(C, device=dev)
+    gu, z = torch.randn(B, 2 * M, device=dev, dtype=bf), torch.randn(B, V, device=dev, dtype=bf)
+    e = torch.empty(B, V, device=dev).exponential_()
+    cases = {"rope_cache_write": (rope_cache_write, rope_cache_write_ref, (qkv, inv, kc, vc, slot, start, H, K)),
+             "add_rms_norm": (add_rms_norm, add_rms_norm_ref, (x, r, w.to(bf), 1e-6)),
+             "silu_mul": (silu_mul, silu_mul_ref, (gu,)), "sample_race": (sample_race, sample_race_ref, (z, e, 1.0))}
+    for name, (fast, ref, args) in cases.items():
+        t_fast, t_ref = (do_bench(lambda f=f: f(*args), return_mode="median") for f in (fast, ref))
+        print(f"{name:18s} kernel {t_fast * 1e3:7.1f} us, twin {t_ref * 1e3:7.1f} us, {t_ref / t_fast:.1f}x")

@@ -1,0 +1,82 @@
+"""
+The decode step on the fast path: one new token per row through every layer in ten kernels per layer.
+
+Per layer, with the residual add of each sublayer folded into the norm that follows it:
+    [add +] RMSNorm  -> q/k/v as one GEMM (bias in its epilogue) -> RoPE + KV-cache write -> decode attention
+    (split + combine) -> o_proj -> add + RMSNorm -> gate/up as one GEMM -> SiLU * up -> down_proj
+The plain path (model.Qwen2.forward with a cache) runs ~20 kernels for the same layer: three projection GEMMs, two
+RoPE calls, two cache copies, two adds, two norms, two MLP GEMMs and the SwiGLU product, each its own launch.
+
+Fused weights. q/k/v and gate/up are concatenated once per `pack_weights` call (a copy: ~0.5 GB for Qwen2.5-0.5B in
+bf16, well under a millisecond). The model's parameters keep their Hugging Face names and stay the only weights
+the trainer updates; sample.generate packs them again at every call, so the sampler always uses the weights the
+trainer has at that moment. (The alternative, a fused parameter split into HF names by state-dict hooks, would
+change what named_parameters(), optimizers and checkpoints see, for a copy that costs less than one decode step.)
+
+Greedy decoding through this step matches the plain path token for token in fp32 (tests/test_sample.py); in bf16
+the two round in different places (RoPE in fp32 here, in bf16 there).
+Shapes: N rows, C hidden, H / K query / kv heads, D head dim, S cache slots, V vocab.
+"""
+import torch
+import torch.nn.functional as F
+
+from kernels.decode import decode_attention
+from kernels.fused import add_rms_norm, rope_cache_write, sample_race, silu_mul
+
+
+def pack_weights(model):
+    """Per layer: (qkv weight ((H+2K)D, C), qkv bias, gate/up weight (2M, C)), copied from the HF-named params."""
+    packed = []
+    with torch.no_grad():
+        for layer in model.model.layers:
+            a, m = layer.self_attn, layer.mlp
+            packed.append((torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
+                           torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
+                           torch.cat([m.gate_proj.weight, m.up_proj.weight])))
+    return packed
+
+
+def inv_freq(config, device):
+    """RoPE frequencies (D/2,) fp32, as model.rope_cos_sin computes them."""
+    D = config.head_dim
+    return 1.0 / config.rope_theta ** (torch.arange(0, D, 2, device=device, dtype=torch.float32) / D)
+
+
+def decode_hidden(model, packed, freqs, tok, slot, start, cache):
+    """tok (N,) written to cache slot (1,) (a device tensor: a CUDA graph replays with its new value) ->
+    final-normed hidden state (N, C). start (N,) or None: each row's first real cache slot."""
+    cfg = model.config
+    H, K, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    layers = model.model.layers
+    x = model.model.embed_tokens(tok)  # (N, C) the residual stream
+    lengths = (slot + 1).expand(tok.shape[0])  # (N,) every row attends up to and including this slot
+    h, _ = add_rms_norm(x, None, layers[0].input_layernorm.weight, cfg.rms_norm_eps)
+    for i, layer in enumerate(layers):
+        w_qkv, b_qkv, w_gu = packed[i]
+        q = rope_cache_write(F.linear(h, w_qkv, b_qkv), freqs, cache.k[i], cache.v[i], slot, start, H, K)  # (N, H, D)
+        y = decode_attention(q, cache.k[i], cache.v[i], lengths, start)  # (N, H, D)
+        a = F.linear(y.view(-1, H * D), layer.self_attn.o_proj.weight)  # (N, C)
+        h, x = add_rms_norm(x, a, layer.post_attention_layernorm.weight, cfg.rms_norm_eps)
+        mlp = F.linear(silu_mul(F.linear(h, w_gu)), layer.mlp.down_proj.weight)  # (N, C)
+        norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.model.norm
+        h, x = add_rms_norm(x, mlp, norm.weight, cfg.rms_norm_eps)
+    return h
+
+
+class FastDecode:
+    """The fast decode step of one generate call: its packed weights, logits (N, V) from the hidden state above,
+    and plain temperature sampling as one kernel (kernels/fused.py: sample_race)."""
+
+    def __init__(self, model):
+        self.model, self.packed = model, pack_weights(model)
+        self.freqs = inv_freq(model.config, model.lm_head.weight.device)
+
+    def __call__(self, tok, slot, start, cache):
+        h = decode_hidden(self.model, self.packed, self.freqs, tok, slot, start, cache)  # (N, C)
+        return self.model.lm_head(h)  # (N, V) in the weights' dtype: sample_race reads bf16 as is
+
+    @staticmethod
+    def sample(logits, temperature, generator):
+        """The race sample_token runs (same Exp(1) noise from the same generator) -> token (N,), log-prob (N,)."""
+        noise = torch.empty(logits.shape, device=logits.device).exponential_(1, generator=generator)
+        return sample_race(logits, noise, temperature)
