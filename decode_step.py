@@ -103,8 +103,9 @@ class DecodeStep:
         self.slot += 1
 
     def capture(self):
-        """Record the step as a CUDA graph. The warm-up runs it for real (compiling kernels, setting up cuBLAS): the
-        state it changes is put back after (its cache write goes to the slot the first replay rewrites)."""
+        """Record the step as a CUDA graph. The warm-up runs it twice for real (compiling kernels, setting up
+        cuBLAS): the state it changes is put back after, and its two cache writes go to the slots the first two
+        replays rewrite."""
         buffers = (self.tok, self.slot, self.t, self.tokens, self.logprobs, self.done, self.lengths)
         state = [b.clone() for b in buffers]
         rng = self.gen.get_state() if self.gen is not None else None
@@ -125,4 +126,7 @@ class DecodeStep:
 
     def __call__(self):
         """Decode one token for every row."""
-        self.graph.replay() if self.graph is not None else self._step()
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._step()

@@ -143,7 +143,8 @@ def _race_partial(Z, E, M_OUT, L_OUT, BEST_OUT, ARG_OUT, V, NS, inv_temp, CHUNK:
         z = tl.load(Z + row.to(tl.int64) * V + cols, mask=mask, other=float("-inf")).to(tl.float32) * inv_temp
         e = tl.load(E + row.to(tl.int64) * V + cols, mask=mask, other=1.0)
         m_new = tl.maximum(m, z)
-        l = l * tl.exp(m - tl.where(m_new == float("-inf"), 0.0, m_new)) + tl.where(mask, tl.exp(z - m_new), 0.0)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a lane with no column yet: exp(-inf) = 0, no NaN
+        l = l * tl.exp(m - m_safe) + tl.where(mask, tl.exp(z - m_safe), 0.0)
         m = m_new
         race = tl.where(mask, z - tl.log(e), float("-inf"))
         better = race > best  # strict: the first column wins a tie, as torch.argmax does
