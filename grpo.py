@@ -33,21 +33,23 @@ Left out: multi-GPU, vLLM, reward models, process supervision.
 Shape legend: P prompts per step, G completions per prompt, N = P*G rows, M rows of a micro-batch,
 Tp prompt length (left-padded), Tc completion length, C hidden, V vocab.
 """
-import argparse
 import math
 import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm import tqdm
 
 import rewards
 import train_utils as tu
-from model import Qwen2, pick_device, pick_dtype
+from model import load_model
 from sample import generate, pad_left
 from tasks import load_task
-from tokenizer import Tokenizer, r1_zero_prompt, render_chat
+from tokenizer import r1_zero_prompt, render_chat
+from train_utils import option
+
+SAMPLE_SEED_STRIDE = 1_000_003  # step s samples with seed --seed * SAMPLE_SEED_STRIDE + s (a prime stride)
 
 # ------------------------------------------------------------------------ the objective (change the loss here)
 
@@ -132,25 +134,86 @@ def policy_loss(logp, old_logp, adv, mask, *, epsilon=0.2, epsilon_high=None, be
     return loss, stats
 
 
-# ------------------------------------------------------------------------ log-probs of completions
+# ------------------------------------------------------------------------ configuration
 
 
-def completion_logprobs(model, idx, start, Tp, tokens, sel, temperature, entropy=False):
-    """Log-probs (M, Tc) fp32 of the completion tokens (M, Tc) of sequences idx (M, Tp + Tc) = left-padded prompt
-    + completion, computed only at sel (n,), the flat positions of the real tokens in (M, Tc) (padding costs no
-    LM-head work; 0 is returned there); and the entropy (n,) of those positions if asked."""
-    M, Tc = tokens.shape
-    h = model(idx, start=start, return_hidden=True)[:, Tp - 1:-1]  # (M, Tc, C): position t predicts token t
-    h = h.reshape(M * Tc, -1).index_select(0, sel)  # (n, C)
-    from kernels.logprob import fused_logprob, logprob_ref  # fused: never holds the (n, V) logits
-    fn = fused_logprob if model.use_kernels and idx.is_cuda else logprob_ref
-    out = fn(h, model.lm_head.weight, tokens.flatten()[sel], temperature, return_entropy=entropy)  # (n,)
-    lp, ent = out if entropy else (out, None)
-    logp = torch.zeros(M * Tc, device=h.device).index_copy(0, sel, lp).view(M, Tc)
-    return logp, ent
+@dataclass
+class GRPOConfig:
+    """GRPO / R1-Zero: reinforcement learning of a base model on verifiable problems, rewarded by rules alone.
+    Flags follow TRL's GRPOConfig where the concept is the same."""
+    model: str = option("qwen2.5-0.5b", "checkpoint directory or a known name (model.KNOWN_MODELS)")
+    task: str = option("gsm8k", "gsm8k, countdown, arith, or a .jsonl with problem/answer (train split)")
+    num_train_examples: int | None = option(None, "first N problems (generated tasks: how many to make)")
+    template: str = option("auto", "auto: R1-Zero template for base models, its chat form for instruct models",
+                           choices=["auto", "r1", "r1-chat", "chat", "plain"])
+    output_dir: str = option("runs/grpo", "metrics.jsonl, curves.png and checkpoint-STEP directories go here")
+    resume: str | None = option(None, "an output dir (its latest checkpoint) or a checkpoint-STEP dir")
+    # Sampling
+    num_prompts: int = option(8, "P: prompts per step")
+    num_generations: int = option(16, "G: completions per prompt (the group)")
+    max_prompt_length: int = option(512, "longer problems are left out")
+    max_completion_length: int = option(1024, "new tokens per completion, at most")
+    temperature: float = option(1.0, "sampling temperature; the trainer's log-probs are taken at it too")
+    top_p: float = option(1.0, "nucleus sampling (1: off)")
+    top_k: int = option(0, "top-k sampling (0: off)")
+    # Rewards and objective
+    reward_weights: tuple[float, float] = option((1.0, 1.0), "weights of the accuracy and the format reward",
+                                                 metavar=("ACCURACY", "FORMAT"))
+    scale_rewards: str = option("group", "none: Dr. GRPO (no std division)", choices=["group", "none"])
+    loss_type: str = option("dapo", "the loss normaliser (policy_loss)", choices=["grpo", "dr_grpo", "dapo"])
+    beta: float = option(0.0, "KL coefficient (k3); > 0 keeps a frozen reference model")
+    epsilon: float = option(0.2, "clip range: ratio in [1 - epsilon, 1 + epsilon_high]")
+    epsilon_high: float | None = option(None, "upper clip (DAPO clip-higher: 0.28); default = epsilon")
+    num_iterations: int = option(1, "mu: policy updates per sampled batch")
+    mask_truncated_completions: bool = option(False, "no loss on completions cut at the length limit")
+    overlong_buffer: int = option(0, "DAPO soft overlong penalty over the last N tokens (0: off)")
+    # Optimisation
+    learning_rate: float = option(1e-6, "AdamW learning rate (after warm-up)")
+    lr_scheduler_type: str = option("constant", "after warm-up", choices=["constant", "cosine"])
+    warmup_steps: int = option(0, "steps of linear learning-rate warm-up")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)")
+    micro_batch_size: int = option(0, "rows per forward/backward (gradient accumulation); 0: the largest of 16, 8, "
+                                      "4, .. whose memory estimate fits the GPU (8 on CPU)")
+    gradient_checkpointing: bool = option(False, "recompute activations in backward (less memory)")
+    max_steps: int = option(500, "steps (one sampled batch each)")
+    seed: int = option(0, "seeds the data order and the sampling")
+    # Bookkeeping
+    save_steps: int = option(50, "checkpoint every N steps and at the end (0: never)")
+    save_total_limit: int = option(2, "checkpoints kept (0: all)")
+    eval_steps: int = option(50, "evaluate every N steps (0: never)")
+    eval_task: str | None = option(None, "default: the test split of --task")
+    eval_limit: int = option(200, "held-out problems per evaluation")
+    eval_num_samples: int = option(4, "samples per problem: pass@1 and maj@k")
+    plot_every: int = option(10, "redraw curves.png every N steps")
+    wandb: bool = option(False, "log to Weights & Biases too (pip install wandb)")
+    device: str | None = option(None, "cpu, cuda, cuda:1, ... (default: cuda when present)")
+    dtype: str | None = option(None, "default: bfloat16 on cuda, float32 on cpu")
+    no_kernels: bool = option(False, "PyTorch references instead of the Triton kernels")
 
 
-# ------------------------------------------------------------------------ data
+def check_config(config, model_config, prompt_lens):
+    """Refuse, with one line, configurations that cannot work."""
+    if config.num_generations < 2:
+        raise ValueError(f"--num-generations is {config.num_generations}: GRPO compares completions of the same "
+                         f"prompt, so it needs at least 2 (8 to 16 is usual)")
+    if not prompt_lens:
+        raise ValueError(f"no prompt of the task fits --max-prompt-length {config.max_prompt_length}: raise it")
+    need = max(prompt_lens) + config.max_completion_length
+    if need > model_config.max_position_embeddings:
+        raise ValueError(f"prompts of up to {max(prompt_lens)} tokens + --max-completion-length "
+                         f"{config.max_completion_length} = {need} tokens do not fit the model's context of "
+                         f"{model_config.max_position_embeddings}: lower --max-completion-length or "
+                         f"--max-prompt-length")
+    if config.temperature <= 0:
+        raise ValueError("--temperature must be > 0: GRPO needs sampled, not greedy, completions")
+    if not 0 <= config.overlong_buffer < config.max_completion_length:
+        raise ValueError("--overlong-buffer must be >= 0 and smaller than --max-completion-length")
+    if config.num_iterations < 1 or config.micro_batch_size < 0 or config.num_prompts < 1:
+        raise ValueError("--num-iterations and --num-prompts must be >= 1, --micro-batch-size >= 0 (0: auto)")
+
+
+# ------------------------------------------------------------------------ setup
 
 
 def prompt_text(problem, template):
@@ -161,39 +224,144 @@ def prompt_text(problem, template):
     return r1_zero_prompt(problem, chat=template == "r1-chat")
 
 
-def next_examples(examples, position, P, seed):
-    """Examples position .. position+P-1 of an endless stream of seeded shuffles (one per epoch): the data
-    position is a single integer, which is what a checkpoint stores."""
-    out, n, perms = [], len(examples), {}
-    for k in range(position, position + P):
-        epoch, i = divmod(k, n)
-        if epoch not in perms:
-            perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-        out.append(examples[perms[epoch][i]])
-    return out
+def load_prompts(config, tok, template, model_config):
+    """The training problems whose prompt fits --max-prompt-length, {problem: prompt token ids}, and the held-out
+    problems of the evaluations; refuses a configuration that cannot work (check_config)."""
+    examples = load_task(config.task, split="train", n=config.num_train_examples, seed=config.seed)
+    prompts = {ex["problem"]: tok.encode(prompt_text(ex["problem"], template)) for ex in examples}
+    kept = [ex for ex in examples if len(prompts[ex["problem"]]) <= config.max_prompt_length]
+    if len(kept) < len(examples):
+        print(f"left out {len(examples) - len(kept)} of {len(examples)} problems longer than --max-prompt-length")
+    check_config(config, model_config, [len(prompts[ex["problem"]]) for ex in kept])
+    eval_examples = load_task(config.eval_task or config.task, split="test", n=config.eval_limit,
+                              seed=config.seed) if config.eval_steps > 0 else []
+    return kept, prompts, eval_examples
 
 
-def check_config(args, config, prompt_lens):
-    """Refuse, with one line, configurations that cannot work."""
-    if args.num_generations < 2:
-        raise ValueError(f"--num-generations is {args.num_generations}: GRPO compares completions of the same "
-                         f"prompt, so it needs at least 2 (8 to 16 is usual)")
-    if not prompt_lens:
-        raise ValueError(f"no prompt of the task fits --max-prompt-length {args.max_prompt_length}: raise it")
-    need = max(prompt_lens) + args.max_completion_length
-    if need > config.max_position_embeddings:
-        raise ValueError(f"prompts of up to {max(prompt_lens)} tokens + --max-completion-length "
-                         f"{args.max_completion_length} = {need} tokens do not fit the model's context of "
-                         f"{config.max_position_embeddings}: lower --max-completion-length or --max-prompt-length")
-    if args.temperature <= 0:
-        raise ValueError("--temperature must be > 0: GRPO needs sampled, not greedy, completions")
-    if not 0 <= args.overlong_buffer < args.max_completion_length:
-        raise ValueError("--overlong-buffer must be >= 0 and smaller than --max-completion-length")
-    if args.num_iterations < 1 or args.micro_batch_size < 0 or args.num_prompts < 1:
-        raise ValueError("--num-iterations and --num-prompts must be >= 1, --micro-batch-size >= 0 (0: auto)")
+# ------------------------------------------------------------------------ the four steps of a GRPO step
 
 
-# ------------------------------------------------------------------------ training
+def rollout(model, tok, batch, prompts, config, step, stop):
+    """1. G completions for each of the P prompts of the batch (sample.generate): row i*G+g is prompt i's g-th
+    sample. The seed is a function of the step: a resumed run samples exactly what the uninterrupted one would."""
+    return generate(model, [prompts[ex["problem"]] for ex in batch], num_samples=config.num_generations,
+                    max_new_tokens=config.max_completion_length, temperature=config.temperature, top_p=config.top_p,
+                    top_k=config.top_k, eos_ids=tok.eos_ids, stop=stop, tokenizer=tok,
+                    seed=config.seed * SAMPLE_SEED_STRIDE + step)
+
+
+@dataclass
+class Scored:
+    """A scored batch: what update() trains on (on the device) and what the metrics line reports (`metrics`)."""
+    idx: torch.Tensor  # (N, Tp + Tc) left-padded prompt + completion, as the sampler laid them out
+    start: torch.Tensor  # (N,) first real token of each row
+    Tp: int
+    tokens: torch.Tensor  # (N, Tc) the completions
+    mask: torch.Tensor  # (N, Tc) 1 on the tokens with a loss
+    adv: torch.Tensor  # (N,)
+    sampler_logp: torch.Tensor  # (N, Tc) the sampler's log-probs of the tokens (the `gap` metric)
+    micro: list  # the micro-batch plan: [(rows (M,), Tm, sel (n,))]
+    num_seqs: int  # the loss normalisers: rows trained on, and their tokens with a loss
+    num_tokens: float
+    metrics: dict
+
+    def cut(self, rows, Tm):
+        """The (idx, start, Tp, tokens) of a micro-batch, cut to its longest completion Tm."""
+        return self.idx[rows, :self.Tp + Tm], self.start[rows], self.Tp, self.tokens[rows, :Tm]
+
+
+def score(gen, batch, prompts, config, device):
+    """2. Rule rewards (accuracy + format, weighted, + DAPO's overlong penalty), group advantages, which rows are
+    trained on and in which micro-batches."""
+    P, G = len(batch), config.num_generations
+    rows_ex = [ex for ex in batch for _ in range(G)]  # row i*G+g is prompt i's g-th sample
+    acc, fmt = torch.tensor([[rewards.accuracy_reward(c, ex), rewards.format_reward(c, ex)]
+                             for c, ex in zip(gen.texts, rows_ex)]).T  # (N,) each
+    truncated = torch.tensor([f == "length" for f in gen.finish])
+    w_acc, w_fmt = config.reward_weights
+    reward = w_acc * acc + w_fmt * fmt + overlong_penalty(gen.lengths, config.max_completion_length,
+                                                          config.overlong_buffer)  # (N,)
+    adv = group_advantages(reward.view(P, G), config.scale_rewards).view(-1)  # (N,)
+    zero = zero_spread(reward.view(P, G))  # (P,)
+    keep = (~zero).repeat_interleave(G).nonzero()[:, 0]  # rows of the groups that carry signal
+    mask = completion_mask(gen.lengths, gen.tokens.shape[1],
+                           truncated if config.mask_truncated_completions else None)  # (N, Tc)
+    idx, start = pad_left([prompts[ex["problem"]] for ex in rows_ex])  # as the sampler laid them out
+    metrics = {"reward": reward.mean().item(), "reward_std": reward.std().item(), "accuracy": acc.mean().item(),
+               "accuracy_std": acc.std().item(), "format": fmt.mean().item(), "format_std": fmt.std().item(),
+               "completion_len": gen.lengths.float().mean().item(), "completion_len_max": int(gen.lengths.max()),
+               "truncated": truncated.float().mean().item(), "zero_spread": zero.float().mean().item(),
+               "trained_rows": len(keep)}
+    on = lambda t: t.to(device)
+    return Scored(on(torch.cat([idx, gen.tokens], 1)), on(start), idx.shape[1], on(gen.tokens), on(mask), on(adv),
+                  on(gen.logprobs), micro_batches(keep, mask, gen.lengths, config.micro_batch_size, device),
+                  num_seqs=len(keep), num_tokens=max(float(mask[keep].sum()), 1.0), metrics=metrics)
+
+
+def micro_batches(keep, mask, lengths, size, device):
+    """Micro-batches of the rows with a loss, longest first, each cut to its longest completion (Tm <= Tc; sorted:
+    little padding), with its real tokens' flat positions: made on the host, so the device never waits."""
+    rows_with_loss = keep[mask[keep].sum(1) > 0]
+    rows_with_loss, micro = rows_with_loss[lengths[rows_with_loss].argsort(descending=True)], []
+    for i in range(0, len(rows_with_loss), size):
+        rows = rows_with_loss[i:i + size]
+        Tm = int(lengths[rows].max())
+        micro.append((rows.to(device), Tm, mask[rows, :Tm].flatten().nonzero()[:, 0].to(device)))
+    return micro
+
+
+@torch.no_grad()
+def reference_logprobs(ref, b, temperature):
+    """The frozen initial policy's log-probs (N, Tc) of the sampled tokens, for the KL term (zeros when --beta is
+    0 and there is no reference). Its own step, not part of score(): scoring is rules on text, this is a forward
+    pass of a second model — the whole price of --beta — and update() only reads it."""
+    ref_logp = torch.zeros(b.mask.shape, device=b.mask.device)
+    for rows, Tm, sel in b.micro if ref is not None else []:
+        ref_logp[rows, :Tm] = tu.completion_logprobs(ref, *b.cut(rows, Tm), sel, temperature)[0]
+    return ref_logp
+
+
+def update(model, optimizer, b, ref_logp, config, step):
+    """3. mu policy updates on the scored batch, each one AdamW step with gradient accumulation over the micro-
+    batches. In the first pass the weights are still those that sampled, so that pass's log-probs (detached) are
+    the "old" log-probs of the ratio: no extra forward. Returns the statistics of the metrics line."""
+    old_logp = torch.zeros(b.mask.shape, device=b.mask.device)
+    sums, ent_sum, gap_sum, loss_sum, trained_tokens, skipped, grad_norm = {}, 0.0, 0.0, 0.0, 0, 0, 0.0
+    for it in range(config.num_iterations if b.micro else 0):
+        for rows, Tm, sel in b.micro:
+            m = b.mask[rows, :Tm]
+            logp, ent = tu.completion_logprobs(model, *b.cut(rows, Tm), sel, config.temperature, entropy=it == 0)
+            if it == 0:
+                old_logp[rows, :Tm] = logp.detach()
+                ent_sum += ent.detach().sum()
+                gap_sum += ((b.sampler_logp[rows, :Tm] - logp.detach()).abs() * m).sum()
+            loss, st = policy_loss(logp, old_logp[rows, :Tm], b.adv[rows], m, epsilon=config.epsilon,
+                                   epsilon_high=config.epsilon_high, beta=config.beta, ref_logp=ref_logp[rows, :Tm],
+                                   loss_type=config.loss_type, max_completion_length=config.max_completion_length,
+                                   num_seqs=b.num_seqs, num_tokens=b.num_tokens)
+            loss.backward()  # a NaN/inf loss makes the gradient norm non-finite: the update is skipped
+            loss_sum += loss.detach()
+            trained_tokens += len(rows) * (b.Tp + Tm)
+            for k, v in st.items():
+                sums[k] = sums.get(k, 0.0) + v  # on the device: no sync per micro-batch
+        grad_norm = optimizer.step(config.max_grad_norm)  # the one host sync of the pass
+        optimizer.zero_grad()
+        if not math.isfinite(grad_norm):  # skip the rest of this batch: its old log-probs may be bad
+            skipped += 1
+            tqdm.write(f"step {step + 1}: loss {float(loss_sum):.4g}, gradient norm {grad_norm}: non-finite, "
+                       f"update skipped")
+            break
+    sums = {k: float(v) for k, v in sums.items()}
+    trained = b.num_seqs > 0
+    return {"clip_frac": sums.get("clipped", 0.0) / max(sums.get("tokens", 0.0), 1.0),
+            "kl": sums["kl"] / max(sums["tokens"], 1.0) if config.beta > 0 and sums else None,
+            "entropy": float(ent_sum) / b.num_tokens if trained else None,
+            "logp_gap": float(gap_sum) / b.num_tokens if trained else None,
+            "loss": float(loss_sum) / config.num_iterations, "grad_norm": grad_norm, "skipped_updates": skipped,
+            "trained_tokens": trained_tokens}
+
+
+# ------------------------------------------------------------------------ the loop
 
 
 LINE = [("step", "step", "d"), ("reward", "reward", ".3f"), ("acc", "accuracy", ".3f"), ("fmt", "format", ".3f"),
@@ -204,237 +372,109 @@ LINE = [("step", "step", "d"), ("reward", "reward", ".3f"), ("acc", "accuracy", 
 CURVES = ("reward", "accuracy", "format", "completion_len", "eval_pass@1")
 
 
-def train(args):
-    torch.manual_seed(args.seed)
-    device = pick_device(args.device)
-    dtype = pick_dtype(device, args.dtype)
-    ckpt = tu.find_checkpoint(args.resume) if args.resume else None
-    model = Qwen2.from_pretrained(ckpt or args.model, device=device, dtype=dtype)
-    model.use_kernels = device.type == "cuda" and not args.no_kernels
-    model.gradient_checkpointing = args.gradient_checkpointing  # (a fresh module is in training mode)
-    tok = Tokenizer.from_dir(model.source_dir)
-    template = args.template if args.template != "auto" else (
-        "r1-chat" if "instruct" in str(args.model).lower() else "r1")  # the chat form for instruct models
+def train(config):
+    """Run GRPO as `config` says; returns a train_utils.TrainResult (model, tokenizer, metrics, last checkpoint)."""
+    torch.manual_seed(config.seed)
+    ckpt = tu.find_checkpoint(config.resume) if config.resume else None
+    model, tok = load_model(ckpt or config.model, config.device, config.dtype, kernels=not config.no_kernels)
+    model.gradient_checkpointing, device = config.gradient_checkpointing, model.lm_head.weight.device
+    template = config.template if config.template != "auto" else (
+        "r1-chat" if "instruct" in str(config.model).lower() else "r1")  # the chat form for instruct models
     stop = ("</answer>",) if template.startswith("r1") else ()
-
-    examples = load_task(args.task, split="train", n=args.num_train_examples, seed=args.seed)
-    prompts = {ex["problem"]: tok.encode(prompt_text(ex["problem"], template)) for ex in examples}
-    kept = [ex for ex in examples if len(prompts[ex["problem"]]) <= args.max_prompt_length]
-    if len(kept) < len(examples):
-        print(f"left out {len(examples) - len(kept)} of {len(examples)} problems longer than --max-prompt-length")
-    examples = kept
-    prompt_lens = [len(prompts[ex["problem"]]) for ex in examples]
-    check_config(args, model.config, prompt_lens)
-    eval_examples = load_task(args.eval_task or args.task, split="test", n=args.eval_limit,
-                              seed=args.seed) if args.eval_steps > 0 else []
-
-    P, G = args.num_prompts, args.num_generations
-    est = dict(rows=P * G, seq_len=max(prompt_lens) + args.max_completion_length,
-               micro_batch=min(args.micro_batch_size, P * G), weight_bytes=torch.finfo(dtype).bits // 8,
-               reference=args.beta > 0, checkpointing=args.gradient_checkpointing, fused_logprob=model.use_kernels)
-    total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
-    estimate = lambda **kw: tu.estimate_memory(model.config, **{**est, **kw})
-    if args.micro_batch_size == 0:  # auto: the largest that fits, up to 16
-        args.micro_batch_size = est["micro_batch"] = tu.auto_micro_batch(estimate, total, P * G)
-    print(tu.preflight(estimate, total, est))
-
-    ref = None
-    if args.beta > 0:  # the frozen initial policy, only needed for the KL term
-        ref = Qwen2.from_pretrained(args.model, device=device, dtype=dtype).eval().requires_grad_(False)
-        ref.use_kernels = model.use_kernels
-    optimizer = tu.MasterAdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    start_step, position = 0, 0
+    examples, prompts, eval_examples = load_prompts(config, tok, template, model.config)
+    micro_batch = tu.plan_micro_batch(model, config.micro_batch_size, rows=config.num_prompts * config.num_generations,
+                                      seq_len=max(len(prompts[ex["problem"]]) for ex in examples) +
+                                      config.max_completion_length, reference=config.beta > 0,
+                                      checkpointing=config.gradient_checkpointing,
+                                      otherwise="lower --num-generations or --max-completion-length")
+    config = replace(config, micro_batch_size=micro_batch)
+    ref = None  # the frozen initial policy, only needed for the KL term
+    if config.beta > 0:
+        ref = load_model(config.model, device, config.dtype, kernels=not config.no_kernels)[0].eval()
+        ref.requires_grad_(False)
+    optimizer = tu.MasterAdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    start_step, position = tu.load_trainer_state(ckpt, optimizer) if ckpt else (0, 0)
     if ckpt:
-        start_step, position = tu.load_trainer_state(ckpt, optimizer)
         print(f"resumed from {ckpt} at step {start_step}")
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wandb_run = tu.wandb_init("r1-grpo", args) if args.wandb else None
-    metrics = tu.Metrics(out_dir, CURVES, args.plot_every, wandb_run, resume_step=start_step if ckpt else None)
-    w_acc, w_fmt = args.reward_weights
-
+    out_dir, metrics = tu.open_run(config.output_dir, CURVES, config.plot_every, start_step if ckpt else None,
+                                   "r1-grpo" if config.wandb else None, config)
+    last_ckpt = None
     with tu.StopOnCtrlC() as ctrl_c:
-        for step in tqdm(range(start_step, args.max_steps), initial=start_step, total=args.max_steps, desc="grpo"):
+        for step in tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, desc="grpo"):
             t0 = time.perf_counter()
             tu.peak_memory_gib(device, reset=True)
-            batch = next_examples(examples, position, P, args.seed)
-            position += P
-            optimizer.set_lr(tu.lr_at(step, args.learning_rate, args.warmup_steps, args.max_steps,
-                                      args.lr_scheduler_type))
-
-            # 1. Sample G completions per prompt. The seed is a function of the step: a resumed run samples
-            # exactly what the uninterrupted one would have.
+            batch = tu.next_examples(examples, position, config.num_prompts, config.seed)
+            position += config.num_prompts
+            optimizer.set_lr(tu.lr_at(step, config.learning_rate, config.warmup_steps, config.max_steps,
+                                      config.lr_scheduler_type))
             with tu.Timer() as t_gen:
-                gen = generate(model, [prompts[ex["problem"]] for ex in batch], num_samples=G,
-                               max_new_tokens=args.max_completion_length, temperature=args.temperature,
-                               top_p=args.top_p, top_k=args.top_k, eos_ids=tok.eos_ids, stop=stop, tokenizer=tok,
-                               seed=args.seed * 1_000_003 + step)
-
-            # 2. Score: rule rewards, group advantages, and which rows are trained on.
+                gen = rollout(model, tok, batch, prompts, config, step, stop)
             with tu.Timer() as t_score:
-                rows_ex = [ex for ex in batch for _ in range(G)]  # row i*G+g is prompt i's g-th sample
-                acc, fmt = torch.tensor([[rewards.accuracy_reward(c, ex), rewards.format_reward(c, ex)]
-                                         for c, ex in zip(gen.texts, rows_ex)]).T  # (N,) each
-                truncated = torch.tensor([f == "length" for f in gen.finish])
-                reward = w_acc * acc + w_fmt * fmt + overlong_penalty(gen.lengths, args.max_completion_length,
-                                                                      args.overlong_buffer)  # (N,)
-                adv = group_advantages(reward.view(P, G), args.scale_rewards).view(-1)  # (N,)
-                zero = zero_spread(reward.view(P, G))  # (P,)
-                keep = (~zero).repeat_interleave(G).nonzero()[:, 0]  # rows of groups that carry signal
-                mask = completion_mask(gen.lengths, gen.tokens.shape[1],
-                                       truncated if args.mask_truncated_completions else None)  # (N, Tc)
-                idx, start = pad_left([prompts[ex["problem"]] for ex in rows_ex])  # as the sampler laid them out
-                Tp = idx.shape[1]
-                num_seqs, num_tokens = len(keep), max(float(mask[keep].sum()), 1.0)  # the loss normalisers
-                # Micro-batches of rows with a loss, longest first, each cut to its longest completion (Tm <= Tc;
-                # sorted: little padding), with its real tokens' flat positions: made on the host, never waiting.
-                rows_with_loss = keep[mask[keep].sum(1) > 0]
-                rows_with_loss, micro = rows_with_loss[gen.lengths[rows_with_loss].argsort(descending=True)], []
-                for i in range(0, len(rows_with_loss), args.micro_batch_size):
-                    rows = rows_with_loss[i:i + args.micro_batch_size]
-                    Tm = int(gen.lengths[rows].max())
-                    micro.append((rows.to(device), Tm, mask[rows, :Tm].flatten().nonzero()[:, 0].to(device)))
-                idx = torch.cat([idx, gen.tokens], 1).to(device)  # (N, Tp + Tc)
-                start, tokens, mask, adv, sampler_logp = (t.to(device) for t in (start, gen.tokens, mask, adv,
-                                                                                 gen.logprobs))
-                cut = lambda rows, Tm: (idx[rows, :Tp + Tm], start[rows], Tp, tokens[rows, :Tm])
-                ref_logp = torch.zeros(mask.shape, device=device)
-                with torch.no_grad():
-                    for rows, Tm, sel in micro if ref is not None else []:
-                        ref_logp[rows, :Tm] = completion_logprobs(ref, *cut(rows, Tm), sel, args.temperature)[0]
-
-            # 3. mu policy updates on this batch. In the first pass the weights are still those that sampled,
-            # so that pass's log-probs (detached) are the "old" log-probs of the ratio: no extra forward.
-            old_logp = torch.zeros(mask.shape, device=device)
-            sums, ent_sum, gap_sum, loss_sum, trained_tokens, skipped, grad_norm = {}, 0.0, 0.0, 0.0, 0, 0, 0.0
+                scored = score(gen, batch, prompts, config, device)
+                ref_logp = reference_logprobs(ref, scored, config.temperature)
             with tu.Timer() as t_train:
-                for it in range(args.num_iterations if micro else 0):
-                    for rows, Tm, sel in micro:
-                        m = mask[rows, :Tm]
-                        logp, ent = completion_logprobs(model, *cut(rows, Tm), sel, args.temperature, entropy=it == 0)
-                        if it == 0:
-                            old_logp[rows, :Tm] = logp.detach()
-                            ent_sum += ent.detach().sum()
-                            gap_sum += ((sampler_logp[rows, :Tm] - logp.detach()).abs() * m).sum()
-                        loss, st = policy_loss(logp, old_logp[rows, :Tm], adv[rows], m, epsilon=args.epsilon,
-                                               epsilon_high=args.epsilon_high, beta=args.beta,
-                                               ref_logp=ref_logp[rows, :Tm], loss_type=args.loss_type,
-                                               max_completion_length=args.max_completion_length,
-                                               num_seqs=num_seqs, num_tokens=num_tokens)
-                        loss.backward()  # a NaN/inf loss makes the gradient norm non-finite: the update is skipped
-                        loss_sum += loss.detach()
-                        trained_tokens += len(rows) * (Tp + Tm)
-                        for k, v in st.items():
-                            sums[k] = sums.get(k, 0.0) + v  # on the device: no sync per micro-batch
-                    grad_norm = optimizer.step(args.max_grad_norm)  # the one host sync of the pass
-                    optimizer.zero_grad()
-                    if not math.isfinite(grad_norm):  # skip the rest of this batch: its old log-probs may be bad
-                        skipped += 1
-                        tqdm.write(f"step {step + 1}: loss {float(loss_sum):.4g}, gradient norm {grad_norm}: "
-                                   f"non-finite, update skipped")
-                        break
-
-            # 4. Metrics, checkpoint, evaluation, doctor.
-            sums = {k: float(v) for k, v in sums.items()}
-            row = {
-                "step": step + 1, "reward": reward.mean().item(), "reward_std": reward.std().item(),
-                "accuracy": acc.mean().item(), "accuracy_std": acc.std().item(), "format": fmt.mean().item(),
-                "format_std": fmt.std().item(), "completion_len": gen.lengths.float().mean().item(),
-                "completion_len_max": int(gen.lengths.max()), "truncated": truncated.float().mean().item(),
-                "zero_spread": zero.float().mean().item(), "trained_rows": len(keep),
-                "clip_frac": sums.get("clipped", 0.0) / max(sums.get("tokens", 0.0), 1.0),
-                "kl": sums["kl"] / max(sums["tokens"], 1.0) if args.beta > 0 and sums else None,
-                "entropy": float(ent_sum) / num_tokens if len(keep) else None,
-                "logp_gap": float(gap_sum) / num_tokens if len(keep) else None,
-                "loss": float(loss_sum) / args.num_iterations, "grad_norm": grad_norm, "skipped_updates": skipped,
-                "lr": optimizer.param_groups[0]["lr"],
-                "gen_time": t_gen.seconds, "score_time": t_score.seconds, "train_time": t_train.seconds,
-                "gen_tok_s": float(gen.lengths.sum()) / t_gen.seconds,
-                "train_tok_s": trained_tokens / t_train.seconds if trained_tokens else None,
-                "step_time": time.perf_counter() - t0,
-                "peak_mem_gib": tu.peak_memory_gib(device),
-            }
-            last = step + 1 == args.max_steps or ctrl_c.requested
-            if eval_examples and ((step + 1) % args.eval_steps == 0 or last):
-                row.update(run_eval(model, tok, eval_examples, template, args, out_dir / f"eval-{step + 1}.jsonl"))
+                stats = update(model, optimizer, scored, ref_logp, config, step)
+            # 4. Metrics, evaluation, doctor, checkpoint.
+            trained_tokens = stats.pop("trained_tokens")
+            row = {"step": step + 1, **scored.metrics, **stats, "lr": optimizer.param_groups[0]["lr"],
+                   "gen_time": t_gen.seconds, "score_time": t_score.seconds, "train_time": t_train.seconds,
+                   "gen_tok_s": float(gen.lengths.sum()) / t_gen.seconds,
+                   "train_tok_s": trained_tokens / t_train.seconds if trained_tokens else None,
+                   "step_time": time.perf_counter() - t0, "peak_mem_gib": tu.peak_memory_gib(device)}
+            last = step + 1 == config.max_steps or ctrl_c.requested
+            if eval_examples and ((step + 1) % config.eval_steps == 0 or last):
+                row.update(run_eval(model, tok, eval_examples, template, config, out_dir / f"eval-{step + 1}.jsonl"))
             metrics.log(row)
             tqdm.write(tu.format_line(row, LINE))
-            for warning in tu.doctor(metrics.history):
+            for warning in doctor(metrics.history):
                 tqdm.write(f"doctor: {warning}")
-            if ctrl_c.requested or (args.save_steps > 0 and ((step + 1) % args.save_steps == 0 or last)):
-                tu.save_checkpoint(out_dir, model, optimizer, step + 1, position, args, keep=args.save_total_limit)
+            if ctrl_c.requested or (config.save_steps > 0 and ((step + 1) % config.save_steps == 0 or last)):
+                last_ckpt = tu.save_checkpoint(out_dir, model, optimizer, step + 1, position, config,
+                                               keep=config.save_total_limit)
             if ctrl_c.requested:
                 print(f"stopped at step {step + 1}; continue with --resume {out_dir}")
                 break
     tu.plot_curves(metrics.history, metrics.png, CURVES)
-    return model, metrics.history
+    return tu.TrainResult(model, tok, metrics.history, out_dir, last_ckpt)
 
 
-def run_eval(model, tok, examples, template, args, out_path):
+def run_eval(model, tok, examples, template, config, out_path):
     """pass@1 and maj@k on the held-out split (evaluate.py), with the paper's sampling (T 0.6, top-p 0.95)."""
     from evaluate import evaluate
-    summary = evaluate(model, tok, examples, num_samples=args.eval_num_samples, temperature=0.6, top_p=0.95,
-                       max_new_tokens=args.max_completion_length, batch_size=args.num_prompts, out_path=out_path,
-                       seed=args.seed, template=lambda problem: prompt_text(problem, template))
+    summary = evaluate(model, tok, examples, num_samples=config.eval_num_samples, temperature=0.6, top_p=0.95,
+                       max_new_tokens=config.max_completion_length, batch_size=config.num_prompts, out_path=out_path,
+                       seed=config.seed, template=lambda problem: prompt_text(problem, template))
     return {f"eval_{k}": v for k, v in summary.items() if k.startswith(("pass@", "maj@", "format"))}
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    a = p.add_argument
-    a("--model", default="qwen2.5-0.5b", help="checkpoint directory or a known name (model.KNOWN_MODELS)")
-    a("--task", default="gsm8k", help="gsm8k, countdown, arith, or a .jsonl with problem/answer (train split)")
-    a("--num-train-examples", type=int, default=None, help="first N problems (generated tasks: how many to make)")
-    a("--template", default="auto", choices=["auto", "r1", "r1-chat", "chat", "plain"],
-      help="auto: R1-Zero template for base models, its chat form for instruct models")
-    a("--output-dir", default="runs/grpo")
-    a("--resume", default=None, help="an output dir (its latest checkpoint) or a checkpoint-STEP dir")
-    # Sampling
-    a("--num-prompts", type=int, default=8, help="P: prompts per step")
-    a("--num-generations", type=int, default=16, help="G: completions per prompt (the group)")
-    a("--max-prompt-length", type=int, default=512, help="longer problems are left out")
-    a("--max-completion-length", type=int, default=1024)
-    a("--temperature", type=float, default=1.0)
-    a("--top-p", type=float, default=1.0)
-    a("--top-k", type=int, default=0)
-    # Rewards and objective
-    a("--reward-weights", type=float, nargs=2, default=[1.0, 1.0], metavar=("ACCURACY", "FORMAT"))
-    a("--scale-rewards", default="group", choices=["group", "none"], help="none: Dr. GRPO (no std division)")
-    a("--loss-type", default="dapo", choices=["grpo", "dr_grpo", "dapo"])
-    a("--beta", type=float, default=0.0, help="KL coefficient (k3); > 0 keeps a frozen reference model")
-    a("--epsilon", type=float, default=0.2, help="clip range: ratio in [1 - epsilon, 1 + epsilon_high]")
-    a("--epsilon-high", type=float, default=None, help="upper clip (DAPO clip-higher: 0.28); default = epsilon")
-    a("--num-iterations", type=int, default=1, help="mu: policy updates per sampled batch")
-    a("--mask-truncated-completions", action="store_true", help="no loss on completions cut at the length limit")
-    a("--overlong-buffer", type=int, default=0, help="DAPO soft overlong penalty over the last N tokens (0: off)")
-    # Optimisation
-    a("--learning-rate", type=float, default=1e-6)
-    a("--lr-scheduler-type", default="constant", choices=["constant", "cosine"])
-    a("--warmup-steps", type=int, default=0)
-    a("--weight-decay", type=float, default=0.0)
-    a("--max-grad-norm", type=float, default=1.0, help="0: no clipping")
-    a("--micro-batch-size", type=int, default=0, help="rows per forward/backward (gradient accumulation); 0: the "
-      "largest of 16, 8, 4, .. whose memory estimate fits the GPU (8 on CPU)")
-    a("--gradient-checkpointing", action="store_true", help="recompute activations in backward (less memory)")
-    a("--max-steps", type=int, default=500)
-    a("--seed", type=int, default=0)
-    # Bookkeeping
-    a("--save-steps", type=int, default=50, help="checkpoint every N steps and at the end (0: never)")
-    a("--save-total-limit", type=int, default=2)
-    a("--eval-steps", type=int, default=50, help="evaluate every N steps (0: never)")
-    a("--eval-task", default=None, help="default: the test split of --task")
-    a("--eval-limit", type=int, default=200, help="held-out problems per evaluation")
-    a("--eval-num-samples", type=int, default=4, help="samples per problem: pass@1 and maj@k")
-    a("--plot-every", type=int, default=10)
-    a("--wandb", action="store_true")
-    a("--device", default=None)
-    a("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
-    a("--no-kernels", action="store_true", help="PyTorch references instead of the Triton kernels")
-    return p.parse_args(argv)
+def doctor(history, patience=5):
+    """Warnings for the usual reasons a GRPO run does not learn, from the metrics of the last steps."""
+    warn, recent = [], history[-patience:]
+    gap = history[-1].get("logp_gap") if history else None
+    if gap is not None and not gap < 0.1:  # (also true for inf and nan)
+        warn.append(f"sampler and trainer log-probs of the same tokens differ by {gap:.3g} on average (expected "
+                    f"~1e-2 in bf16): the ratios are off; try --no-kernels to tell a kernel from a masking bug")
+    if len(recent) < patience:
+        return warn
+    if all(r.get("zero_spread", 0) >= 1.0 for r in recent):
+        warn.append(f"every group had zero reward spread for {patience} steps: no learning signal. The task is too "
+                    f"hard or too easy for this model: raise --num-generations or --temperature, or change the task")
+    if recent[-1].get("truncated", 0) > 0.5:
+        warn.append(f"{recent[-1]['truncated']:.0%} of completions hit --max-completion-length: raise it, or use "
+                    f"--mask-truncated-completions / --overlong-buffer")
+    fmt = [r["format"] for r in history if r.get("format") is not None]
+    if len(fmt) > 2 * patience and max(fmt[:-patience]) > 0.3 and max(fmt[-patience:]) < 0.1 * max(fmt[:-patience]):
+        warn.append("the format reward collapsed (the model stopped writing <think>/<answer>): lower --learning-rate "
+                    "or raise the format weight in --reward-weights")
+    kl = [r.get("kl") for r in recent if r.get("kl") is not None]
+    if kl and kl[-1] > 1.0 and kl[-1] > 4 * max(kl[0], 1e-3):
+        warn.append(f"KL to the reference exploded ({kl[0]:.3g} -> {kl[-1]:.3g}): lower --learning-rate or raise "
+                    f"--beta")
+    return warn
 
 
 def main(argv=None):
-    return train(parse_args(argv))
+    return train(tu.parse_config(GRPOConfig, argv)[0])
 
 
 if __name__ == "__main__":

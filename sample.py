@@ -67,6 +67,15 @@ def pad_left(seqs):
     return idx, torch.tensor([T - len(s) for s in seqs])
 
 
+def buffer_bytes(config, rows, seq_len, dtype_bytes):
+    """Bytes generate() allocates for `rows` sequences of up to seq_len tokens, weights aside: the KV cache (its
+    length rounded up as generate rounds it) and about four (rows, V) fp32 logits buffers of a sampling step. The
+    memory estimate before training (train_utils.estimate_memory) reads it."""
+    S = min(-(-seq_len // 256) * 256, config.max_position_embeddings)
+    kv = 2 * config.num_hidden_layers * rows * S * config.num_key_value_heads * config.head_dim * dtype_bytes
+    return kv + 4 * rows * config.vocab_size * 4
+
+
 @torch.no_grad()
 def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1.0, top_p=1.0, top_k=0,
              eos_ids=(), stop=(), tokenizer=None, seed=None, cuda_graph=None, compile=False, on_step=None):

@@ -1,8 +1,8 @@
 """
 What every training script here needs and none of them is about: the optimizer with fp32 master weights, the
 learning-rate schedule, atomic checkpoints and exact resume, metrics (jsonl, a printed line, PNG curves), Ctrl-C,
-skipping non-finite steps, a memory estimate before the first step, and the "why is it not learning" doctor.
-grpo.py and sft.py both use it; nothing in here knows what the loss is.
+skipping non-finite steps, the data order, a memory estimate before the first step, and the config dataclasses
+every command's flags come from. grpo.py and sft.py both use it; nothing in here knows what the loss is.
 
 A checkpoint is a directory OUT/checkpoint-STEP/ holding
   - config.json, model.safetensors, tokenizer files: a normal Hugging Face model directory (Qwen2.save_pretrained),
@@ -15,6 +15,7 @@ No checkpoint holding a NaN or inf tensor is ever written, and a fresh run refus
 holds a run (prepare_output_dir). The "scheduler state" is the step: the learning rate is a pure function of it."""
 import argparse
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -29,7 +30,12 @@ from pathlib import Path
 
 import torch
 
+import sample
+
 # ------------------------------------------------------------------- configuration: one dataclass per command
+
+
+REQUIRED = dataclasses.MISSING  # option(REQUIRED, ...): a field with no default, a flag that must be given
 
 
 def option(default, help, **argparse_kw):
@@ -42,12 +48,14 @@ def config_parser(cls, suppress_defaults=False):
     """An argparse parser with one --flag-name per field of the dataclass `cls`. A bool field is a switch
     (--flag when it defaults to False, --flag/--no-flag when True); `T | None` fields parse as T; a tuple field
     takes as many values as its type names."""
-    p = argparse.ArgumentParser(description=(cls.__doc__ or "").strip(), formatter_class=argparse.RawTextHelpFormatter,
+    p = argparse.ArgumentParser(description=inspect.cleandoc(cls.__doc__ or ""), formatter_class=_HelpFormatter,
                                 argument_default=argparse.SUPPRESS if suppress_defaults else None)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         kw, flag = dict(f.metadata), "--" + f.name.replace("_", "-")
         default = {} if suppress_defaults else {"default": f.default}
+        if f.default is REQUIRED:
+            default, kw["required"] = {}, True
         t = hints[f.name]
         if typing.get_origin(t) in (typing.Union, types.UnionType):
             t = next(a for a in typing.get_args(t) if a is not type(None))  # Optional[T] -> T
@@ -62,12 +70,26 @@ def config_parser(cls, suppress_defaults=False):
     return p
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the description's line breaks and shows each flag's default."""
+
+
 def parse_config(cls, argv=None):
     """(config, given): the dataclass filled from argv (sys.argv[1:] by default), and the names of the fields
     the command line set explicitly (so that, say, a resumed run can tell a user's flag from a default)."""
     args = vars(config_parser(cls).parse_args(argv))
     given = set(vars(config_parser(cls, suppress_defaults=True).parse_args(argv)))
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}), given
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What grpo.train and sft.train return."""
+    model: torch.nn.Module  # the trained model, in memory
+    tokenizer: object  # tokenizer.Tokenizer
+    history: list  # the metrics rows, one per step (as in OUTPUT_DIR/metrics.jsonl)
+    output_dir: Path
+    last_checkpoint: Path | None  # the checkpoint written last (None if none was)
 
 
 # ------------------------------------------------------------------------------------------ optimizer
@@ -141,6 +163,24 @@ def lr_at(step, lr, warmup_steps, total_steps, kind="constant", min_lr_ratio=0.0
         return lr
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# The seed of the data order of each epoch is --seed * SHUFFLE_SEED_STRIDE + epoch: a prime stride, so that the
+# epochs of nearby seeds do not share an order.
+SHUFFLE_SEED_STRIDE = 7919
+
+
+def next_examples(examples, position, n, seed):
+    """Examples position .. position+n-1 of an endless stream of seeded shuffles (one per epoch): the data
+    position is a single integer, which is what a checkpoint stores."""
+    out, perms = [], {}
+    for k in range(position, position + n):
+        epoch, i = divmod(k, len(examples))
+        if epoch not in perms:
+            g = torch.Generator().manual_seed(seed * SHUFFLE_SEED_STRIDE + epoch)
+            perms[epoch] = torch.randperm(len(examples), generator=g)
+        out.append(examples[perms[epoch][i]])
+    return out
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -326,6 +366,24 @@ class StopOnCtrlC:
         signal.signal(signal.SIGINT, self._old)
 
 
+# ------------------------------------------------------------------------------------------ log-probs
+
+
+def completion_logprobs(model, idx, start, Tp, tokens, sel, temperature, entropy=False):
+    """The trainer's log-probs (M, Tc) fp32 of the completion tokens (M, Tc) of sequences idx (M, Tp + Tc) =
+    left-padded prompt + completion, computed only at sel (n,), the flat positions of the real tokens in (M, Tc)
+    (padding costs no LM-head work; 0 is returned there); and the entropy (n,) of those positions if asked."""
+    M, Tc = tokens.shape
+    h = model(idx, start=start, return_hidden=True)[:, Tp - 1:-1]  # (M, Tc, C): position t predicts token t
+    h = h.reshape(M * Tc, -1).index_select(0, sel)  # (n, C)
+    from kernels.logprob import fused_logprob, logprob_ref  # fused: never holds the (n, V) logits
+    fn = fused_logprob if model.use_kernels and idx.is_cuda else logprob_ref
+    out = fn(h, model.lm_head.weight, tokens.flatten()[sel], temperature, return_entropy=entropy)  # (n,)
+    lp, ent = out if entropy else (out, None)
+    logp = torch.zeros(M * Tc, device=h.device).index_copy(0, sel, lp).view(M, Tc)
+    return logp, ent
+
+
 # ------------------------------------------------------------------------------------------ metrics
 
 
@@ -373,6 +431,15 @@ def read_metrics(path):
             raise ValueError(f"{path}:{i}: not a JSON object: fix or delete that line, or delete {path} "
                              f"(its curves then start over)")
     return rows
+
+
+def open_run(out_dir, plot_keys, plot_every, resume_step=None, wandb_project=None, config=None):
+    """OUT (created) and its Metrics, continuing the curves up to resume_step when resuming; a Weights & Biases
+    run too when wandb_project is given."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = wandb_init(wandb_project, config) if wandb_project else None
+    return out, Metrics(out, plot_keys, plot_every, run, resume_step=resume_step)
 
 
 def wandb_init(project, args):
@@ -451,6 +518,10 @@ def _sync():
 
 # ------------------------------------------------------------------------------------------ memory preflight
 
+# The share of the GPU's memory an estimate may fill: the estimate is good to ~20% on the activations, and the
+# CUDA caching allocator's fragmentation takes a few percent more.
+MEMORY_HEADROOM = 0.92
+
 
 def estimate_memory(config, *, rows, seq_len, micro_batch, weight_bytes, reference=False, checkpointing=False,
                     fused_logprob=True):
@@ -464,19 +535,18 @@ def estimate_memory(config, *, rows, seq_len, micro_batch, weight_bytes, referen
     n = C * V * (1 if config.tie_word_embeddings else 2) + L * per_layer_params + C
     master = 4 * n if weight_bytes < 4 else 0
     tokens = micro_batch * seq_len
-    # What one layer keeps for backward, per token; calibrated on the 0.5B shape (bench_grpo.py, H100: 32.7 GiB
-    # peak for micro-batches of 16 x 1,172 tokens, 2026-11-23).
+    # What one layer keeps for backward, per token; calibrated on the 0.5B shape against the peak that
+    # bench/bench_grpo.py measures (README).
     per_layer = (16 * C + 3 * I) * weight_bytes
     if checkpointing:
         acts = tokens * (L * C * weight_bytes + per_layer)  # layer inputs, plus one layer recomputed at a time
     else:
         acts = tokens * L * per_layer
     logits = tokens * V * 4 * (0 if fused_logprob else 3)  # fp32 logits, log-softmax and its gradient
-    cache_len = -(-seq_len // 256) * 256
     parts = {
         "weights": n * weight_bytes, "gradients": n * weight_bytes, "optimizer": 8 * n + master,
         "reference": n * weight_bytes if reference else 0,
-        "kv_cache": 2 * L * rows * cache_len * K * D * weight_bytes + 4 * rows * V * 4,  # + sampler's (N, V) fp32
+        "kv_cache": sample.buffer_bytes(config, rows, seq_len, weight_bytes),  # the sampler's KV cache and logits
         "activations": acts + logits,
     }
     # Generation and training do not overlap: the cache is freed before the backward pass.
@@ -485,69 +555,64 @@ def estimate_memory(config, *, rows, seq_len, micro_batch, weight_bytes, referen
     return peak, parts
 
 
+def gpu_memory(device):
+    """Total bytes of the GPU `device`; None on CPU (nothing to measure an estimate against)."""
+    device = torch.device(device)
+    return torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+
+
+def halvings(n):
+    """n // 2, n // 4, ..., 1: the smaller micro-batches to try when n rows do not fit."""
+    out = []
+    while n > 1:
+        n //= 2
+        out.append(n)
+    return out
+
+
 def auto_micro_batch(estimate_fn, total_bytes, rows, largest=16):
     """--micro-batch-size 0: the largest of 16, 8, 4, 2, 1 (at most rows) whose estimate fits the GPU; 8 on CPU.
-    On a GPU bigger is faster: each micro-batch pays a fixed host cost per layer, which 8 rows of 1k tokens do
-    not hide (0.5B on an H100: training MFU 34% at 16 rows, 22% at 8; bench/bench_grpo.py)."""
+    On a GPU bigger is faster: each micro-batch pays a fixed host cost per layer, which a few rows of 1k tokens
+    do not hide (measured in the README's GRPO table)."""
     if total_bytes is None:
         return min(8, rows)
     mb = min(largest, rows)
-    while mb > 1 and estimate_fn(micro_batch=mb)[0] > 0.92 * total_bytes:
+    while mb > 1 and estimate_fn(micro_batch=mb)[0] > MEMORY_HEADROOM * total_bytes:
         mb //= 2
     return mb
 
 
-def preflight(estimate_fn, total_bytes, knobs):
-    """Stop before the first step if the estimate exceeds the GPU's memory (total_bytes; None on CPU: report only),
-    naming what would fit. estimate_fn(**overrides) -> (peak bytes, parts); knobs: the current micro_batch and
-    checkpointing (smaller micro-batches are tried first, then activation checkpointing)."""
+def plan_micro_batch(model, micro_batch, *, rows, seq_len, reference=False, checkpointing=False, otherwise=""):
+    """Before the first step: print the memory estimate of a step that samples `rows` sequences of seq_len tokens
+    and trains on them micro_batch rows at a time, and return micro_batch (0: the largest that fits, up to 16).
+    When it cannot fit, stop naming the first of smaller micro-batches and --gradient-checkpointing that would,
+    else `otherwise` (the trainer's own advice)."""
+    device, weight = model.lm_head.weight.device, model.lm_head.weight
+    est = dict(rows=rows, seq_len=seq_len, micro_batch=min(micro_batch, rows), weight_bytes=weight.element_size(),
+               reference=reference, checkpointing=checkpointing, fused_logprob=model.use_kernels)
+    estimate = lambda **kw: estimate_memory(model.config, **{**est, **kw})
+    total = gpu_memory(device)
+    if micro_batch == 0:
+        micro_batch = est["micro_batch"] = auto_micro_batch(estimate, total, rows)
+    fixes = [(f"--micro-batch-size {mb}", dict(micro_batch=mb)) for mb in halvings(est["micro_batch"])]
+    if not checkpointing:
+        fixes += [("--gradient-checkpointing", dict(checkpointing=True)),
+                  ("--gradient-checkpointing --micro-batch-size 1", dict(checkpointing=True, micro_batch=1))]
+    print(preflight(estimate, total, fixes, otherwise))
+    return micro_batch
+
+
+def preflight(estimate_fn, total_bytes, fixes=(), otherwise="use a smaller configuration"):
+    """Stop before the first step if the estimate exceeds the GPU's memory (total_bytes; None on CPU: report only).
+    estimate_fn(**overrides) -> (peak bytes, parts). fixes: (flags, overrides) pairs in the order the caller
+    prefers them; the error names the first whose estimate fits, else says `otherwise`."""
     peak, parts = estimate_fn()
     gib = lambda b: f"{b / 2**30:.1f} GiB"
     summary = ", ".join(f"{k} {gib(v)}" for k, v in parts.items() if v)
     if total_bytes is None:
         return f"memory estimate: {gib(peak)} ({summary})"
-    total = total_bytes
-    if peak <= 0.92 * total:
-        return f"memory estimate: {gib(peak)} of {gib(total)} ({summary})"
-    tries = []
-    mb = knobs["micro_batch"]
-    while mb > 1:
-        mb //= 2
-        tries.append((f"--micro-batch-size {mb}", dict(micro_batch=mb)))
-    if not knobs["checkpointing"]:
-        tries.append(("--gradient-checkpointing", dict(checkpointing=True)))
-        tries.append(("--gradient-checkpointing --micro-batch-size 1", dict(checkpointing=True, micro_batch=1)))
-    fits = [flag for flag, kw in tries if estimate_fn(**kw)[0] <= 0.92 * total]
-    hint = f"this would fit: {fits[0]}" if fits else "lower --num-generations or --max-completion-length"
-    raise ValueError(f"estimated peak memory {gib(peak)} exceeds the GPU's {gib(total)} ({summary}); knobs: "
-                     f"--micro-batch-size, --gradient-checkpointing, --num-generations, --max-completion-length; "
-                     f"{hint}")
-
-
-# ------------------------------------------------------------------------------------------ doctor
-
-
-def doctor(history, patience=5):
-    """Warnings for the usual reasons an RL run does not learn, from the metrics of the last steps."""
-    warn, recent = [], history[-patience:]
-    gap = history[-1].get("logp_gap") if history else None
-    if gap is not None and not gap < 0.1:  # (also true for inf and nan)
-        warn.append(f"sampler and trainer log-probs of the same tokens differ by {gap:.3g} on average (expected "
-                    f"~1e-2 in bf16): the ratios are off; try --no-kernels to tell a kernel from a masking bug")
-    if len(recent) < patience:
-        return warn
-    if all(r.get("zero_spread", 0) >= 1.0 for r in recent):
-        warn.append(f"every group had zero reward spread for {patience} steps: no learning signal. The task is too "
-                    f"hard or too easy for this model: raise --num-generations or --temperature, or change the task")
-    if recent[-1].get("truncated", 0) > 0.5:
-        warn.append(f"{recent[-1]['truncated']:.0%} of completions hit --max-completion-length: raise it, or use "
-                    f"--mask-truncated-completions / --overlong-buffer")
-    fmt = [r["format"] for r in history if r.get("format") is not None]
-    if len(fmt) > 2 * patience and max(fmt[:-patience]) > 0.3 and max(fmt[-patience:]) < 0.1 * max(fmt[:-patience]):
-        warn.append("the format reward collapsed (the model stopped writing <think>/<answer>): lower --learning-rate "
-                    "or raise the format weight in --reward-weights")
-    kl = [r.get("kl") for r in recent if r.get("kl") is not None]
-    if kl and kl[-1] > 1.0 and kl[-1] > 4 * max(kl[0], 1e-3):
-        warn.append(f"KL to the reference exploded ({kl[0]:.3g} -> {kl[-1]:.3g}): lower --learning-rate or raise "
-                    f"--beta")
-    return warn
+    if peak <= MEMORY_HEADROOM * total_bytes:
+        return f"memory estimate: {gib(peak)} of {gib(total_bytes)} ({summary})"
+    fits = [flags for flags, kw in fixes if estimate_fn(**kw)[0] <= MEMORY_HEADROOM * total_bytes]
+    hint = f"this would fit: {fits[0]}" if fits else otherwise
+    raise ValueError(f"estimated peak memory {gib(peak)} exceeds the GPU's {gib(total_bytes)} ({summary}); {hint}")

@@ -65,11 +65,11 @@ def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=Fals
     real = grpo.rewards.accuracy_reward
     grpo.rewards.accuracy_reward = lambda completion, example: rng.random()  # every group has spread
     try:
-        flags = ["--model", str(ckpt), "--task", "countdown", "--num-prompts", str(P), "--num-generations", str(G),
-                 "--max-completion-length", str(NEW), "--max-steps", str(steps), "--eval-steps", "0",
-                 "--save-steps", "0", "--output-dir", str(out_dir), "--beta", str(beta), "--micro-batch-size",
-                 str(micro_batch), "--plot-every", "1000"] + (["--gradient-checkpointing"] if checkpointing else [])
-        _, history = grpo.main(flags)
+        config = grpo.GRPOConfig(model=str(ckpt), task="countdown", num_prompts=P, num_generations=G,
+                                 max_completion_length=NEW, max_steps=steps, eval_steps=0, save_steps=0,
+                                 output_dir=str(out_dir), beta=beta, micro_batch_size=micro_batch, plot_every=1000,
+                                 gradient_checkpointing=checkpointing)
+        history = grpo.train(config).history
     finally:
         grpo.rewards.accuracy_reward = real
     rows = history[1:]  # step 1 compiles kernels and captures CUDA graphs

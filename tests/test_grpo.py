@@ -13,6 +13,7 @@ import torch
 from conftest import ROOT, write_checkpoint
 
 import grpo
+import train_utils as tu
 from grpo import completion_mask, group_advantages, kl_k3, overlong_penalty, policy_loss, zero_spread
 
 
@@ -169,7 +170,7 @@ def test_sampler_and_trainer_logprobs_agree(tiny_checkpoint):
     idx, start = grpo.pad_left([p for p in prompts for _ in range(2)])
     mask = completion_mask(gen.lengths, gen.tokens.shape[1])
     sel = mask.flatten().nonzero()[:, 0]  # the real tokens' flat positions
-    logp, ent = grpo.completion_logprobs(model, torch.cat([idx, gen.tokens], 1), start, idx.shape[1], gen.tokens,
+    logp, ent = tu.completion_logprobs(model, torch.cat([idx, gen.tokens], 1), start, idx.shape[1], gen.tokens,
                                          sel, 0.7, entropy=True)
     assert torch.allclose(logp, gen.logprobs, atol=1e-5)
     assert (ent > 0).all() and ent.shape == sel.shape
@@ -188,10 +189,24 @@ def test_sampler_and_trainer_agree_in_bf16_with_kernels(tmp_path):
     gen = generate(model, prompts, num_samples=4, max_new_tokens=64, temperature=1.0, seed=0)
     idx, start = grpo.pad_left([p for p in prompts for _ in range(4)])
     sel = completion_mask(gen.lengths, gen.tokens.shape[1]).flatten().nonzero()[:, 0].cuda()
-    logp, _ = grpo.completion_logprobs(model, torch.cat([idx, gen.tokens], 1).cuda(), start.cuda(), idx.shape[1],
+    logp, _ = tu.completion_logprobs(model, torch.cat([idx, gen.tokens], 1).cuda(), start.cuda(), idx.shape[1],
                                        gen.tokens.cuda(), sel, 1.0)
     gap = (logp.cpu() - gen.logprobs).abs().flatten()[sel.cpu()]
     assert gap.mean() < 2e-2 and gap.max() < 0.2, (gap.mean(), gap.max())
+
+
+def test_doctor_names_the_usual_reasons_a_run_does_not_learn():
+    healthy = [{"zero_spread": 0.3, "truncated": 0.1, "format": 0.5, "kl": 0.01} for _ in range(12)]
+    assert grpo.doctor(healthy) == []
+    assert "zero reward spread" in grpo.doctor([{"zero_spread": 1.0}] * 5)[0]
+    assert "--max-completion-length" in grpo.doctor([{"truncated": 0.8}] * 5)[0]
+    collapsed = [{"format": 0.6}] * 8 + [{"format": 0.01}] * 5
+    assert "format reward collapsed" in grpo.doctor(collapsed)[0]
+    exploding = [{"kl": 0.05}, {"kl": 0.2}, {"kl": 0.5}, {"kl": 1.0}, {"kl": 3.0}]
+    assert "KL" in grpo.doctor(exploding)[0]
+    assert "sampler and trainer" in grpo.doctor([{"logp_gap": float("inf")}])[0]  # from the first step on
+    assert grpo.doctor([{"logp_gap": 8.7e-3}]) == []
+
 
 
 # ------------------------------------------------------------------------------------ the loop on a tiny model
@@ -273,9 +288,9 @@ def test_resume_is_exact(tiny_task, tmp_path):
     the reference model, two updates per batch and every hygiene option switched on."""
     flags = ["--beta", "0.05", "--num-iterations", "2", "--mask-truncated-completions", "--overlong-buffer", "2",
              "--epsilon-high", "0.28", "--save-steps", "2"]
-    _, straight = run(tiny_task, tmp_path / "a", *flags, steps=4)
+    straight = run(tiny_task, tmp_path / "a", *flags, steps=4).history
     run(tiny_task, tmp_path / "b", *flags, steps=2)
-    _, resumed = run(tiny_task, tmp_path / "b", *flags, "--resume", str(tmp_path / "b"), steps=4)
+    resumed = run(tiny_task, tmp_path / "b", *flags, "--resume", str(tmp_path / "b"), steps=4).history
     from safetensors.torch import load_file
     a, b = (load_file(tmp_path / run / "checkpoint-4/model.safetensors") for run in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -298,7 +313,7 @@ def test_ctrl_c_saves_and_stops(tiny_task, tmp_path, monkeypatch):
 
     real = grpo.generate
     monkeypatch.setattr(grpo, "generate", generate_then_interrupt)
-    _, history = run(tiny_task, tmp_path, steps=10)
+    history = run(tiny_task, tmp_path, steps=10).history
     assert len(history) == 2 and (tmp_path / "latest").read_text().strip() == "checkpoint-2"
 
 
@@ -310,7 +325,8 @@ def test_non_finite_loss_skips_the_update(tiny_task, tmp_path, monkeypatch):
         return loss * float("nan"), stats
 
     monkeypatch.setattr(grpo, "policy_loss", nan_loss)
-    model, history = run(tiny_task, tmp_path, steps=2)
+    result = run(tiny_task, tmp_path, steps=2)
+    model, history = result.model, result.history
     assert [r["skipped_updates"] for r in history] == [1, 1] and math.isnan(history[0]["grad_norm"])
     from safetensors.torch import load_file
     initial = load_file(tiny_task[0] / "model.safetensors")
@@ -325,11 +341,11 @@ def test_reward_rises_on_tiny_arith(tiny_task, tmp_path):
     addition itself (250 steps stay at 1/3). Also: zero-spread groups are really left out (trained rows =
     (1 - zero share) * N), and in fp32 the sampler's and trainer's log-probs agree."""
     ckpt, task = tiny_task
-    _, h = grpo.main(["--model", str(ckpt), "--task", str(task), "--template", "plain", "--max-completion-length",
+    h = grpo.main(["--model", str(ckpt), "--task", str(task), "--template", "plain", "--max-completion-length",
                       "6", "--num-prompts", "8", "--num-generations", "8", "--max-steps", "80", "--eval-steps", "0",
                       "--device", "cpu",
                       "--output-dir", str(tmp_path), "--learning-rate", "3e-3", "--save-steps", "1000",
-                      "--plot-every", "40"])
+                      "--plot-every", "40"]).history
     first, last = (sum(r["reward"] for r in rows) / 10 for rows in (h[:10], h[-10:]))
     assert last - first >= 0.08 and last >= 0.25, (first, last)
     assert all(r["trained_rows"] == round(64 * (1 - r["zero_spread"])) for r in h)
