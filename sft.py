@@ -22,30 +22,34 @@ How a step works:
      of them divided by the number of learnt tokens in the step: every learnt token weighs the same, however the
      documents were packed (a mean per row would weigh tokens of short rows more).
 
---from-scratch builds a byte-level BPE tokenizer (the `tokenizers` library) on the data's text and a small
-Qwen2-architecture model (SCRATCH_CONFIGS), written as an ordinary Hugging Face directory OUT/init that then
-loads through Qwen2.from_pretrained like any downloaded checkpoint: the R1-in-miniature demo needs no download.
+--from-scratch builds a byte-level BPE tokenizer on the data's text and a small Qwen2-architecture model with
+random weights (scratch.py), written as an ordinary Hugging Face directory OUT/init that then loads like any
+downloaded checkpoint: the R1-in-miniature demo needs no download.
+
+From Python: `sft.train(sft.SFTConfig(data=..., output_dir=..., model=...))` returns a train_utils.TrainResult.
 
 Deliberately left out: multi-GPU, LoRA, NEFTune, completion-only packing of multi-turn tool traces.
 
 Shape legend: T tokens in a packed row, C hidden, V vocab, N learnt tokens.
 """
-import argparse
-import json
 import math
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from model import ModelConfig, Qwen2, pick_device, pick_dtype
-from tasks import iter_jsonl
-from tokenizer import Tokenizer, render_chat
 import train_utils as tu
+from model import load_model
+from scratch import SCRATCH_CONFIGS, build_from_scratch
+from tasks import iter_jsonl
+from tokenizer import render_chat
+from train_utils import REQUIRED, option
 
 IGNORE = -100  # label of a token that is seen but not learnt (prompt, user turns, chat scaffolding)
+PACKING_SEED_STRIDE = 100_003  # epoch e packs the documents shuffled with seed --seed * PACKING_SEED_STRIDE + e
 
 # ------------------------------------------------------------------------------------------ data
 
@@ -119,7 +123,7 @@ def epoch_rows(docs, max_length, seed, epoch):
     """This epoch's packed rows: the documents shuffled by (seed, epoch), then packed. A pure function of its
     arguments, so a resumed run rebuilds exactly the rows it was in the middle of."""
     order = list(range(len(docs)))
-    random.Random(seed * 100003 + epoch).shuffle(order)
+    random.Random(seed * PACKING_SEED_STRIDE + epoch).shuffle(order)
     return pack([docs[i] for i in order], max_length)
 
 
@@ -157,66 +161,6 @@ def eval_loss(model, rows, device):
     return sum(float(s) for s, _ in sums) / max(sum(n for _, n in sums), 1)
 
 
-# ------------------------------------------------------------------------------------------ from scratch
-
-# Qwen2-architecture shapes for models trained here from nothing (vocab_size comes from the trained tokenizer).
-SCRATCH_CONFIGS = {
-    "tiny": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=512),  # ~0.8M parameters: a CPU in minutes
-    "small": dict(hidden_size=768, intermediate_size=2304, num_hidden_layers=12, num_attention_heads=12,
-                  num_key_value_heads=4, max_position_embeddings=1024),  # ~90M parameters: a GPU in minutes
-}
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # EOS and ChatML, as in Qwen2.5
-TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]  # one token each (plain text, not special)
-# Pre-tokenization: one digit per token (arithmetic sees digits, as in Qwen2), words with their leading space,
-# runs of punctuation, whitespace.
-SPLIT_PATTERN = r"\p{N}| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+"
-
-
-def train_tokenizer(texts, vocab_size):
-    """A byte-level BPE tokenizer trained on texts: any string encodes (unknown bytes fall back to the 256 byte
-    tokens), with the special tokens the chat and R1 templates need."""
-    from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, trainers
-    from tokenizers import Tokenizer as HFTokenizer
-    tok = HFTokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
-    return tok
-
-
-def build_from_scratch(texts, out_dir, size="tiny", vocab_size=512, seed=0, std=0.02):
-    """Train a tokenizer on texts and write OUT_DIR as a Hugging Face checkpoint of a randomly initialised Qwen2:
-    tokenizer.json, tokenizer_config.json, config.json, model.safetensors. Returns out_dir."""
-    if size not in SCRATCH_CONFIGS:
-        raise ValueError(f"unknown --from-scratch size {size!r}: pass one of {', '.join(SCRATCH_CONFIGS)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    hf_tok = train_tokenizer(texts, vocab_size)
-    hf_tok.save(str(out_dir / "tokenizer.json"))
-    eos = SPECIAL_TOKENS[0]
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos, "pad_token": eos, "bos_token": None,
-         "model_max_length": SCRATCH_CONFIGS[size]["max_position_embeddings"]}, indent=2))
-    config = ModelConfig(vocab_size=hf_tok.get_vocab_size(with_added_tokens=True), rope_theta=10000.0,
-                         tie_word_embeddings=True, rms_norm_eps=1e-6, eos_token_id=hf_tok.token_to_id(eos),
-                         **SCRATCH_CONFIGS[size])
-    torch.manual_seed(seed)
-    model = Qwen2(config)
-    with torch.no_grad():  # GPT-2 style: N(0, 0.02) weights, zero biases (PyTorch's default N(0, 1) embedding
-        for name, p in model.named_parameters():  # tied to the LM head would start with huge logits)
-            if "norm" not in name:
-                p.copy_(torch.randn_like(p) * std if p.dim() > 1 else torch.zeros_like(p))
-    model.save_pretrained(out_dir)
-    return out_dir
-
-
 def example_texts(rows):
     """The text of each SFT example, as the model will see it (what a from-scratch tokenizer is trained on)."""
     return [render_chat(r["messages"], add_generation_prompt=False) if "messages" in r else r["prompt"] + r["response"]
@@ -229,115 +173,122 @@ LOG_FIELDS = [("step", "step", "d"), ("loss", "loss", ".4f"), ("eval", "eval_los
               ("|g|", "grad_norm", ".3f"), ("tok/s", "tokens_per_s", ".0f")]
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", help="checkpoint directory or known name to fine-tune")
-    p.add_argument("--from-scratch", choices=list(SCRATCH_CONFIGS), help="train a new tokenizer and model instead")
-    p.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary of a --from-scratch tokenizer")
-    p.add_argument("--data", required=True, help="training jsonl (prompt/response or messages)")
-    p.add_argument("--eval-data", help="evaluation jsonl (default: --eval-fraction of --data held out)")
-    p.add_argument("--eval-fraction", type=float, default=0.05)
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--max-length", type=int, default=2048, help="tokens per packed row")
-    p.add_argument("--gradient-accumulation-steps", type=int, default=1, help="packed rows per optimizer step")
-    p.add_argument("--num-train-epochs", type=float, default=3.0)
-    p.add_argument("--max-steps", type=int, default=0, help="optimizer steps (0: from --num-train-epochs)")
-    p.add_argument("--learning-rate", type=float, default=1e-5)
-    p.add_argument("--lr-scheduler-type", choices=["constant", "cosine"], default="cosine")
-    p.add_argument("--warmup-steps", type=int, default=10)
-    p.add_argument("--min-lr-ratio", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--max-grad-norm", type=float, default=1.0)
-    p.add_argument("--eval-steps", type=int, default=50)
-    p.add_argument("--save-steps", type=int, default=200, help="0: save at the end only")
-    p.add_argument("--logging-steps", type=int, default=10)
-    p.add_argument("--resume", help="run directory (its 'latest') or checkpoint-STEP directory to continue from")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None, help="default: bf16 on cuda, fp32 on cpu")
-    p.add_argument("--no-kernels", action="store_true", help="PyTorch reference attention and loss")
-    p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-step lines")
-    args = p.parse_args(argv)
-    if (args.model is None) == (args.from_scratch is None) and not args.resume:
-        p.error("pass exactly one of --model or --from-scratch")
-    return args
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning on prompt/response or chat jsonl: the cold start of DeepSeek-R1 and distillation."""
+    data: str = option(REQUIRED, "training jsonl (prompt/response or messages)")
+    output_dir: str = option(REQUIRED, "metrics.jsonl, curves.png and checkpoint-STEP directories go here")
+    model: str | None = option(None, "checkpoint directory or known name to fine-tune")
+    from_scratch: str | None = option(None, "train a new tokenizer and model of this size instead",
+                                      choices=list(SCRATCH_CONFIGS))
+    vocab_size: int = option(512, "BPE vocabulary of a --from-scratch tokenizer")
+    eval_data: str | None = option(None, "evaluation jsonl (default: --eval-fraction of --data held out)")
+    eval_fraction: float = option(0.05, "share of --data held out for evaluation when there is no --eval-data")
+    max_length: int = option(2048, "tokens per packed row")
+    gradient_accumulation_steps: int = option(1, "packed rows per optimizer step")
+    num_train_epochs: float = option(3.0, "passes over the data (when --max-steps is 0)")
+    max_steps: int = option(0, "optimizer steps (0: from --num-train-epochs)")
+    learning_rate: float = option(1e-5, "AdamW learning rate (peak, after warm-up)")
+    lr_scheduler_type: str = option("cosine", "after warm-up", choices=["constant", "cosine"])
+    warmup_steps: int = option(10, "steps of linear learning-rate warm-up")
+    min_lr_ratio: float = option(0.1, "the cosine schedule ends at this share of --learning-rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)")
+    eval_steps: int = option(50, "evaluation loss every N steps and at the end")
+    save_steps: int = option(200, "checkpoint every N steps (0: at the end only)")
+    logging_steps: int = option(10, "print a line and redraw curves.png every N steps")
+    resume: str | None = option(None, "run directory (its 'latest') or checkpoint-STEP directory to continue from")
+    seed: int = option(0, "seeds the data order (and a --from-scratch model's initial weights)")
+    device: str | None = option(None, "cpu, cuda, cuda:1, ... (default: cuda when present)")
+    dtype: str | None = option(None, "default: bfloat16 on cuda, float32 on cpu")
+    no_kernels: bool = option(False, "PyTorch reference attention and loss")
+    gradient_checkpointing: bool = option(False, "recompute activations in backward (less memory)")
+    quiet: bool = option(False, "no progress bar or per-step lines")
 
 
-def main(argv=None):
-    """Train; returns the final checkpoint directory."""
+def load_data(config):
+    """The training rows and the evaluation rows: --eval-data, else a held-out --eval-fraction of --data."""
+    rows = read_sft_jsonl(config.data)
+    if config.eval_data:
+        return rows, read_sft_jsonl(config.eval_data)
+    # A fixed (seed-independent) held-out slice, so runs with different seeds see the same eval set.
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)
+    n_eval = int(len(rows) * config.eval_fraction)
+    return [rows[i] for i in order[n_eval:]], [rows[i] for i in order[:n_eval]]
+
+
+def learn_rows(model, optimizer, batch, max_grad_norm, device):
+    """One optimizer step on the packed rows of `batch`: (loss per learnt token, gradient norm, tokens/s)."""
+    n_learnt = sum(sum(t != IGNORE for t in r["targets"]) for r in batch)
+    with tu.Timer() as timer:
+        loss_sum = 0.0
+        for r in batch:
+            s, _ = row_loss_sum(model, r, device)
+            (s / n_learnt).backward()  # the step's loss: all learnt tokens of all rows weigh the same
+            loss_sum += float(s.detach())
+        grad_norm = optimizer.step(max_grad_norm)
+        optimizer.zero_grad()
+    return loss_sum / n_learnt, grad_norm, sum(len(r["inputs"]) for r in batch) / timer.seconds
+
+
+def train(config):
+    """Run SFT as `config` says; returns a train_utils.TrainResult (model, tokenizer, metrics, last checkpoint)."""
     from tqdm import tqdm
-    args = parse_args(argv)
-    out, device = Path(args.output_dir), pick_device(args.device)
+    if (config.model is None) == (config.from_scratch is None) and not config.resume:
+        raise ValueError("pass exactly one of --model or --from-scratch")
+    out, (rows, eval_rows) = Path(config.output_dir), load_data(config)
     out.mkdir(parents=True, exist_ok=True)
-    rows = read_sft_jsonl(args.data)
-    if args.eval_data:
-        eval_rows = read_sft_jsonl(args.eval_data)
-    else:  # a fixed (seed-independent) held-out slice, so runs with different seeds see the same eval set
-        order = list(range(len(rows)))
-        random.Random(0).shuffle(order)
-        n_eval = int(len(rows) * args.eval_fraction)
-        eval_rows, rows = [rows[i] for i in order[:n_eval]], [rows[i] for i in order[n_eval:]]
-
-    ckpt = tu.find_checkpoint(args.resume) if args.resume else None
-    source = ckpt or args.model
-    if source is None:
-        source = build_from_scratch(example_texts(rows), out / "init", args.from_scratch, args.vocab_size, args.seed)
-    model = Qwen2.from_pretrained(source, device=device, dtype=pick_dtype(device, args.dtype)).train()
-    model.use_kernels = device.type == "cuda" and not args.no_kernels
-    model.gradient_checkpointing = args.gradient_checkpointing
-    tok = Tokenizer.from_dir(model.source_dir)
+    ckpt = tu.find_checkpoint(config.resume) if config.resume else None
+    source = ckpt or config.model or build_from_scratch(example_texts(rows), out / "init", config.from_scratch,
+                                                        config.vocab_size, config.seed)
+    model, tok = load_model(source, config.device, config.dtype, kernels=not config.no_kernels)
+    model.gradient_checkpointing, device = config.gradient_checkpointing, model.lm_head.weight.device
     eos_id = min(tok.eos_ids)  # <|endoftext|> in Qwen2.5 (base and instruct) and in our from-scratch tokenizer
     docs = [tokenize_example(tok, r, eos_id) for r in rows]
-    eval_set = pack([tokenize_example(tok, r, eos_id) for r in eval_rows], args.max_length)
-
-    optimizer = tu.MasterAdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    step, (epoch, index) = 0, (0, 0)
+    eval_set = pack([tokenize_example(tok, r, eos_id) for r in eval_rows], config.max_length)
+    optimizer = tu.MasterAdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    step, (epoch, index) = tu.load_trainer_state(ckpt, optimizer) if ckpt else (0, (0, 0))
     if ckpt:
-        step, (epoch, index) = tu.load_trainer_state(ckpt, optimizer)
         print(f"resumed from {ckpt} at step {step} (epoch {epoch}, row {index})")
-    rows_per_epoch = len(epoch_rows(docs, args.max_length, args.seed, 0))
-    total = args.max_steps or math.ceil(args.num_train_epochs * rows_per_epoch / args.gradient_accumulation_steps)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"sft: {n_params / 1e6:.1f}M parameters on {device}, {len(docs)} examples in {rows_per_epoch} rows of "
-          f"<= {args.max_length} tokens, {len(eval_set)} eval rows, {total} steps")
-
-    metrics = tu.Metrics(out, plot_keys=("loss", "eval_loss", "lr", "grad_norm"), plot_every=args.logging_steps,
-                         resume_step=step if ckpt else None)  # a resumed run keeps its curve up to the checkpoint
-    stream = row_stream(docs, args.max_length, args.seed, epoch, index)
-    bar = tqdm(total=total, initial=step, desc="sft", unit="step", disable=args.quiet)
+    rows_per_epoch = len(epoch_rows(docs, config.max_length, config.seed, 0))
+    total = config.max_steps or math.ceil(config.num_train_epochs * rows_per_epoch / config.gradient_accumulation_steps)
+    print(f"sft: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters on {device}, {len(docs)} examples "
+          f"in {rows_per_epoch} rows of <= {config.max_length} tokens, {len(eval_set)} eval rows, {total} steps")
+    _, metrics = tu.open_run(out, ("loss", "eval_loss", "lr", "grad_norm"), config.logging_steps,
+                             resume_step=step if ckpt else None)  # a resumed run keeps its curve up to the checkpoint
+    stream = row_stream(docs, config.max_length, config.seed, epoch, index)
+    bar, last_ckpt = tqdm(total=total, initial=step, desc="sft", unit="step", disable=config.quiet), None
     with tu.StopOnCtrlC() as stop:
         while step < total and not stop.requested:
-            lr = tu.lr_at(step, args.learning_rate, args.warmup_steps, total, args.lr_scheduler_type, args.min_lr_ratio)
+            lr = tu.lr_at(step, config.learning_rate, config.warmup_steps, total, config.lr_scheduler_type,
+                          config.min_lr_ratio)
             optimizer.set_lr(lr)
-            batch = [next(stream) for _ in range(args.gradient_accumulation_steps)]
-            n_learnt = sum(sum(t != IGNORE for t in r["targets"]) for _, _, r in batch)
-            with tu.Timer() as timer:
-                loss_sum = 0.0
-                for _, _, r in batch:
-                    s, _ = row_loss_sum(model, r, device)
-                    (s / n_learnt).backward()  # the step's loss: all learnt tokens of all rows weigh the same
-                    loss_sum += float(s.detach())
-                grad_norm = optimizer.step(args.max_grad_norm)
-                optimizer.zero_grad()
+            batch = [next(stream) for _ in range(config.gradient_accumulation_steps)]
+            loss, grad_norm, tokens_per_s = learn_rows(model, optimizer, [r for _, _, r in batch],
+                                                       config.max_grad_norm, device)
             epoch, index = batch[-1][0], batch[-1][1] + 1
             step += 1
             bar.update(1)
-            row = {"step": step, "loss": loss_sum / n_learnt, "lr": lr, "grad_norm": grad_norm, "epoch": epoch,
-                   "tokens_per_s": sum(len(r["inputs"]) for _, _, r in batch) / timer.seconds}
+            row = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "epoch": epoch,
+                   "tokens_per_s": tokens_per_s}
             if not math.isfinite(grad_norm):
                 row["skipped"] = 1  # MasterAdamW left the weights untouched
                 tqdm.write(f"step {step}: non-finite gradient norm, update skipped")
-            if eval_set and (step % args.eval_steps == 0 or step == total):
+            if eval_set and (step % config.eval_steps == 0 or step == total):
                 row["eval_loss"] = eval_loss(model, eval_set, device)
             metrics.log(row)
-            if not args.quiet and (step % args.logging_steps == 0 or "eval_loss" in row):
+            if not config.quiet and (step % config.logging_steps == 0 or "eval_loss" in row):
                 tqdm.write(tu.format_line(row, LOG_FIELDS))
-            if (args.save_steps and step % args.save_steps == 0) or step == total or stop.requested:
-                tu.save_checkpoint(out, model, optimizer, step, (epoch, index), args)
+            if (config.save_steps and step % config.save_steps == 0) or step == total or stop.requested:
+                last_ckpt = tu.save_checkpoint(out, model, optimizer, step, (epoch, index), config)
     bar.close()
     tu.plot_curves(metrics.history, out / "curves.png", metrics.plot_keys)
-    return out / (out / "latest").read_text().strip()
+    return tu.TrainResult(model, tok, metrics.history, out, last_ckpt)
+
+
+def main(argv=None):
+    return train(tu.parse_config(SFTConfig, argv)[0])
 
 
 if __name__ == "__main__":

@@ -72,11 +72,12 @@ def test_resume_is_exact(tmp_path):
               "--learning-rate", "1e-3", "--warmup-steps", "1", "--eval-fraction", "0.2", "--eval-steps", "2",
               "--quiet"]
     init = sft.build_from_scratch(sft.example_texts(ROWS), tmp_path / "init", "tiny", vocab_size=300)
-    straight = sft.main(["--model", str(init), "--output-dir", str(tmp_path / "a"), "--save-steps", "2", *common])
+    straight = sft.main(["--model", str(init), "--output-dir", str(tmp_path / "a"), "--save-steps", "2",
+                         *common]).last_checkpoint
     assert straight.name == "checkpoint-4" and (tmp_path / "a" / "checkpoint-2").is_dir()
     # A second run picks up the first one's step-2 checkpoint: same weights, optimizer, schedule and data position.
     resumed = sft.main(["--model", str(init), "--output-dir", str(tmp_path / "b"), "--resume",
-                        str(tmp_path / "a" / "checkpoint-2"), *common])
+                        str(tmp_path / "a" / "checkpoint-2"), *common]).last_checkpoint
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys()
     for name in a:
@@ -155,3 +156,13 @@ def test_distilled_file_is_what_sft_trains_on(tmp_path):
     assert stats == {"problems": 1, "samples": 2, "kept": 1, "problems_kept": 1}
     (row,) = sft.read_sft_jsonl(tmp_path / "d.jsonl")
     assert row["prompt"] == r1_zero_prompt("3+4*2") and row["response"] == good
+
+
+def test_data_and_output_dir_are_required_flags_and_fields():
+    import train_utils as tu
+    with pytest.raises(SystemExit):  # argparse: "the following arguments are required: --data"
+        tu.parse_config(sft.SFTConfig, ["--output-dir", "out"])
+    config, given = tu.parse_config(sft.SFTConfig, ["--data", "d.jsonl", "--output-dir", "out"])
+    assert config == sft.SFTConfig(data="d.jsonl", output_dir="out") and given == {"data", "output_dir"}
+    with pytest.raises(TypeError):  # from Python too: there is no default to fall back on
+        sft.SFTConfig(output_dir="out")
