@@ -8,12 +8,12 @@ GRPO / R1-Zero: reinforcement learning of a base model on verifiable problems, r
     python grpo.py --model runs/sft/checkpoint-200 --task arith --template plain           # a local directory
     python grpo.py --model qwen2.5-0.5b --resume runs/grpo                                # continue exactly
 
-One step (GRPO: DeepSeekMath §4.1, eq. 3; DeepSeek-R1 §2.2):
-  1. Sample G completions for each of P prompts (sample.py: KV cache, CUDA graphs, Triton kernels on GPU).
-  2. Score each with the rule rewards (rewards.py): accuracy + format, weighted by --reward-weights.
-  3. Advantage of a completion = its reward standardised within its group of G (no value network). Groups whose
-     G rewards are all equal carry no signal (every advantage is 0) and are dropped before training.
-  4. --num-iterations (mu) passes over the batch, each one AdamW step with gradient accumulation over
+One step (GRPO: DeepSeekMath §4.1, eq. 3; DeepSeek-R1 §2.2), each part a function below, called by train():
+  1. rollout: sample G completions for each of P prompts (sample.py: KV cache, CUDA graphs, Triton kernels).
+  2. score: the rule rewards (rewards.py), accuracy + format weighted by --reward-weights, and
+  3. the advantage of a completion = its reward standardised within its group of G (no value network). Groups
+     whose G rewards are all equal carry no signal (every advantage is 0) and are dropped before training.
+  4. update: --num-iterations (mu) passes over the batch, each one AdamW step with gradient accumulation over
      micro-batches, on the clipped-ratio objective against the log-probs of the policy that sampled
      (recorded during the first pass, when the weights still are that policy), plus beta * KL to the initial
      model (k3 estimator) when --beta > 0 — only then is a frozen reference copy kept.
@@ -46,7 +46,7 @@ import train_utils as tu
 from model import load_model
 from sample import generate, pad_left
 from tasks import load_task
-from tokenizer import r1_zero_prompt, render_chat
+from tokenizer import TEMPLATES, completion_prefix, render_prompt, resolve_template
 from train_utils import option
 
 SAMPLE_SEED_STRIDE = 1_000_003  # step s samples with seed --seed * SAMPLE_SEED_STRIDE + s (a prime stride)
@@ -144,8 +144,8 @@ class GRPOConfig:
     model: str = option("qwen2.5-0.5b", "checkpoint directory or a known name (model.KNOWN_MODELS)")
     task: str = option("gsm8k", "gsm8k, countdown, arith, or a .jsonl with problem/answer (train split)")
     num_train_examples: int | None = option(None, "first N problems (generated tasks: how many to make)")
-    template: str = option("auto", "auto: R1-Zero template for base models, its chat form for instruct models",
-                           choices=["auto", "r1", "r1-chat", "chat", "plain"])
+    template: str = option("auto", "the prompt (tokenizer.render_prompt); auto: r1 for base models, r1-chat for "
+                           "instruct ones, chat when the checkpoint's template opens a think block", choices=TEMPLATES)
     output_dir: str = option("runs/grpo", "metrics.jsonl, curves.png and checkpoint-STEP directories go here")
     resume: str | None = option(None, "an output dir (its latest checkpoint) or a checkpoint-STEP dir")
     # Sampling
@@ -216,19 +216,11 @@ def check_config(config, model_config, prompt_lens):
 # ------------------------------------------------------------------------ setup
 
 
-def prompt_text(problem, template):
-    if template == "plain":
-        return problem
-    if template == "chat":
-        return render_chat([{"role": "user", "content": problem}])
-    return r1_zero_prompt(problem, chat=template == "r1-chat")
-
-
 def load_prompts(config, tok, template, model_config):
     """The training problems whose prompt fits --max-prompt-length, {problem: prompt token ids}, and the held-out
     problems of the evaluations; refuses a configuration that cannot work (check_config)."""
     examples = load_task(config.task, split="train", n=config.num_train_examples, seed=config.seed)
-    prompts = {ex["problem"]: tok.encode(prompt_text(ex["problem"], template)) for ex in examples}
+    prompts = {ex["problem"]: tok.encode(render_prompt(ex["problem"], template, tok)) for ex in examples}
     kept = [ex for ex in examples if len(prompts[ex["problem"]]) <= config.max_prompt_length]
     if len(kept) < len(examples):
         print(f"left out {len(examples) - len(kept)} of {len(examples)} problems longer than --max-prompt-length")
@@ -270,12 +262,13 @@ class Scored:
         return self.idx[rows, :self.Tp + Tm], self.start[rows], self.Tp, self.tokens[rows, :Tm]
 
 
-def score(gen, batch, prompts, config, device):
-    """2. Rule rewards (accuracy + format, weighted, + DAPO's overlong penalty), group advantages, which rows are
-    trained on and in which micro-batches."""
+def score(gen, batch, prompts, prefix, config, device):
+    """2. Rule rewards (accuracy + format, weighted, + DAPO's overlong penalty) of prefix + completion (prefix: the
+    think block the prompt opened, tokenizer.completion_prefix), group advantages, which rows are trained on and in
+    which micro-batches."""
     P, G = len(batch), config.num_generations
     rows_ex = [ex for ex in batch for _ in range(G)]  # row i*G+g is prompt i's g-th sample
-    acc, fmt = torch.tensor([[rewards.accuracy_reward(c, ex), rewards.format_reward(c, ex)]
+    acc, fmt = torch.tensor([[rewards.accuracy_reward(prefix + c, ex), rewards.format_reward(prefix + c, ex)]
                              for c, ex in zip(gen.texts, rows_ex)]).T  # (N,) each
     truncated = torch.tensor([f == "length" for f in gen.finish])
     w_acc, w_fmt = config.reward_weights
@@ -292,22 +285,12 @@ def score(gen, batch, prompts, config, device):
                "completion_len": gen.lengths.float().mean().item(), "completion_len_max": int(gen.lengths.max()),
                "truncated": truncated.float().mean().item(), "zero_spread": zero.float().mean().item(),
                "trained_rows": len(keep)}
+    with_loss = keep[mask[keep].sum(1) > 0]  # (a truncated completion may have none)
+    micro = tu.micro_batches(with_loss, gen.lengths, mask, config.micro_batch_size, device)
     on = lambda t: t.to(device)
     return Scored(on(torch.cat([idx, gen.tokens], 1)), on(start), idx.shape[1], on(gen.tokens), on(mask), on(adv),
-                  on(gen.logprobs), micro_batches(keep, mask, gen.lengths, config.micro_batch_size, device),
-                  num_seqs=len(keep), num_tokens=max(float(mask[keep].sum()), 1.0), metrics=metrics)
-
-
-def micro_batches(keep, mask, lengths, size, device):
-    """Micro-batches of the rows with a loss, longest first, each cut to its longest completion (Tm <= Tc; sorted:
-    little padding), with its real tokens' flat positions: made on the host, so the device never waits."""
-    rows_with_loss = keep[mask[keep].sum(1) > 0]
-    rows_with_loss, micro = rows_with_loss[lengths[rows_with_loss].argsort(descending=True)], []
-    for i in range(0, len(rows_with_loss), size):
-        rows = rows_with_loss[i:i + size]
-        Tm = int(lengths[rows].max())
-        micro.append((rows.to(device), Tm, mask[rows, :Tm].flatten().nonzero()[:, 0].to(device)))
-    return micro
+                  on(gen.logprobs), micro, num_seqs=len(keep), num_tokens=max(float(mask[keep].sum()), 1.0),
+                  metrics=metrics)
 
 
 @torch.no_grad()
@@ -378,9 +361,9 @@ def train(config):
     ckpt = tu.find_checkpoint(config.resume) if config.resume else None
     model, tok = load_model(ckpt or config.model, config.device, config.dtype, kernels=not config.no_kernels)
     model.gradient_checkpointing, device = config.gradient_checkpointing, model.lm_head.weight.device
-    template = config.template if config.template != "auto" else (
-        "r1-chat" if "instruct" in str(config.model).lower() else "r1")  # the chat form for instruct models
+    template = resolve_template(config.template, config.model, tok)
     stop = ("</answer>",) if template.startswith("r1") else ()
+    prefix = completion_prefix(render_prompt("", template, tok))  # "<think>\n" when the prompt opens the block
     examples, prompts, eval_examples = load_prompts(config, tok, template, model.config)
     micro_batch = tu.plan_micro_batch(model, config.micro_batch_size, rows=config.num_prompts * config.num_generations,
                                       seq_len=max(len(prompts[ex["problem"]]) for ex in examples) +
@@ -410,7 +393,7 @@ def train(config):
             with tu.Timer() as t_gen:
                 gen = rollout(model, tok, batch, prompts, config, step, stop)
             with tu.Timer() as t_score:
-                scored = score(gen, batch, prompts, config, device)
+                scored = score(gen, batch, prompts, prefix, config, device)
                 ref_logp = reference_logprobs(ref, scored, config.temperature)
             with tu.Timer() as t_train:
                 stats = update(model, optimizer, scored, ref_logp, config, step)
@@ -443,7 +426,7 @@ def run_eval(model, tok, examples, template, config, out_path):
     from evaluate import evaluate
     summary = evaluate(model, tok, examples, num_samples=config.eval_num_samples, temperature=0.6, top_p=0.95,
                        max_new_tokens=config.max_completion_length, batch_size=config.num_prompts, out_path=out_path,
-                       seed=config.seed, template=lambda problem: prompt_text(problem, template))
+                       seed=config.seed, template=template)
     return {f"eval_{k}": v for k, v in summary.items() if k.startswith(("pass@", "maj@", "format"))}
 
 

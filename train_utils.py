@@ -384,6 +384,18 @@ def completion_logprobs(model, idx, start, Tp, tokens, sel, temperature, entropy
     return logp, ent
 
 
+def micro_batches(rows, lengths, mask, size, device):
+    """Micro-batches of `size` of the rows (R,) of a padded batch, longest first, each cut to its longest row
+    (Tm <= T; sorted, so little padding), with the flat positions (n,) of its real tokens in (M, Tm): [(rows (M,),
+    Tm, sel (n,))]. Made on the host from lengths (N,) and mask (N, T), so the device never waits."""
+    rows, micro = rows[lengths[rows].argsort(descending=True)], []
+    for i in range(0, len(rows), size):
+        chunk = rows[i:i + size]
+        Tm = int(lengths[chunk].max())
+        micro.append((chunk.to(device), Tm, mask[chunk, :Tm].flatten().nonzero()[:, 0].to(device)))
+    return micro
+
+
 # ------------------------------------------------------------------------------------------ metrics
 
 
