@@ -216,7 +216,8 @@ def test_config_parser_builds_one_flag_per_field_and_reports_what_was_given():
         parse_config(Toy, ["--loss-type", "ppo"])
 
 
-@pytest.mark.parametrize("module, cls", [("grpo", "GRPOConfig"), ("sft", "SFTConfig")])
+@pytest.mark.parametrize("module, cls", [("grpo", "GRPOConfig"), ("sft", "SFTConfig"), ("evaluate", "EvalConfig"),
+                                         ("distill", "DistillConfig")])
 def test_every_config_field_is_a_flag_with_help(module, cls):
     config_cls = getattr(importlib.import_module(module), cls)
     actions = {a.dest: a for a in tu.config_parser(config_cls)._actions}
@@ -227,7 +228,7 @@ def test_every_config_field_is_a_flag_with_help(module, cls):
     assert set(actions) - {"help"} == {f.name for f in dataclasses.fields(config_cls)}  # and nothing else
 
 
-@pytest.mark.parametrize("script", ["grpo.py", "sft.py"])
+@pytest.mark.parametrize("script", ["grpo.py", "sft.py", "evaluate.py", "distill.py"])
 def test_help_comes_from_the_config(script):
     out = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "--learning-rate" in out.stdout and "(default: " in out.stdout
+    assert out.returncode == 0 and "--seed" in out.stdout and "(default: " in out.stdout
