@@ -412,7 +412,7 @@ def test_sigkill_at_random_moments_while_saving_never_breaks_latest(tmp_path):
         assert state is not None and f"checkpoint-{state['step']}" == ckpt.name
         seen.append(state["step"])
     assert len(seen) == 10 and seen == sorted(seen) and seen[-1] > seen[0], seen  # each life resumed and went on
-    final = sft.main(argv + ["--max-steps", str(seen[-1] + 2), "--resume", str(run)])
+    final = sft.main(argv + ["--max-steps", str(seen[-1] + 2), "--resume", str(run)]).last_checkpoint
     assert final.name == f"checkpoint-{seen[-1] + 2}" and (final / "tokenizer.json").is_file()
     steps = [r["step"] for r in tu.read_metrics(run / "metrics.jsonl")]
     assert steps == list(range(1, seen[-1] + 3))
