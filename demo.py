@@ -160,7 +160,8 @@ def main(argv=None):
     init = build_from_scratch(sft.example_texts(rows), out / "init", args.size, seed=args.seed)
     L, load = args.max_completion_length, lambda ckpt: load_model(ckpt, device, kernels=not args.no_kernels)
     results = {"before SFT": accuracy(*load(init), test, L, "before SFT")}
-    common = dict(device=str(device), seed=args.seed, no_kernels=args.no_kernels)
+    common = dict(device=str(device), seed=args.seed, no_kernels=args.no_kernels,
+                  overwrite_output_dir=True)  # the demo starts over each time, in its own directories
     cold = sft.train(sft.SFTConfig(data=str(sft_data), output_dir=str(out / "sft"), model=str(init), max_length=512,
                                    learning_rate=args.sft_lr, num_train_epochs=args.sft_epochs, warmup_steps=20,
                                    eval_steps=100, logging_steps=100, save_steps=0, **common))

@@ -44,7 +44,7 @@ from tqdm import tqdm
 import rewards
 import train_utils as tu
 from model import load_model
-from sample import generate, pad_left
+from sample import check_sampling, generate, pad_left
 from tasks import load_task
 from tokenizer import TEMPLATES, completion_prefix, render_prompt, resolve_template
 from train_utils import option
@@ -147,7 +147,9 @@ class GRPOConfig:
     template: str = option("auto", "the prompt (tokenizer.render_prompt); auto: r1 for base models, r1-chat for "
                            "instruct ones, chat when the checkpoint's template opens a think block", choices=TEMPLATES)
     output_dir: str = option("runs/grpo", "metrics.jsonl, curves.png and checkpoint-STEP directories go here")
-    resume: str | None = option(None, "an output dir (its latest checkpoint) or a checkpoint-STEP dir")
+    resume: str | None = option(None, "an output dir (its latest checkpoint) or a checkpoint-STEP dir; the run's own "
+                                      "settings are restored, a flag given here wins")
+    overwrite_output_dir: bool = option(False, "start over in an --output-dir that holds a run (deletes it)")
     # Sampling
     num_prompts: int = option(8, "P: prompts per step")
     num_generations: int = option(16, "G: completions per prompt (the group)")
@@ -207,6 +209,10 @@ def check_config(config, model_config, prompt_lens):
                          f"--max-prompt-length")
     if config.temperature <= 0:
         raise ValueError("--temperature must be > 0: GRPO needs sampled, not greedy, completions")
+    if config.max_completion_length < 1:
+        raise ValueError(f"--max-completion-length is {config.max_completion_length}: pass at least 1 (the longest "
+                         f"completion, in tokens)")
+    check_sampling(config.temperature, config.top_p, config.top_k, config.max_completion_length, 1)  # --top-p 0, ...
     if not 0 <= config.overlong_buffer < config.max_completion_length:
         raise ValueError("--overlong-buffer must be >= 0 and smaller than --max-completion-length")
     if config.num_iterations < 1 or config.micro_batch_size < 0 or config.num_prompts < 1:
@@ -379,6 +385,7 @@ def train(config):
     start_step, position = tu.load_trainer_state(ckpt, optimizer) if ckpt else (0, 0)
     if ckpt:
         print(f"resumed from {ckpt} at step {start_step}")
+    tu.prepare_output_dir(config.output_dir, ckpt, config.overwrite_output_dir)  # never over another run
     out_dir, metrics = tu.open_run(config.output_dir, CURVES, config.plot_every, start_step if ckpt else None,
                                    "r1-grpo" if config.wandb else None, config)
     last_ckpt = None
@@ -457,7 +464,7 @@ def doctor(history, patience=5):
 
 
 def main(argv=None):
-    return train(tu.parse_config(GRPOConfig, argv)[0])
+    return train(tu.command_config(GRPOConfig, argv))
 
 
 if __name__ == "__main__":

@@ -197,7 +197,9 @@ class SFTConfig:
     eval_steps: int = option(50, "evaluation loss every N steps and at the end")
     save_steps: int = option(200, "checkpoint every N steps (0: at the end only)")
     logging_steps: int = option(10, "print a line and redraw curves.png every N steps")
-    resume: str | None = option(None, "run directory (its 'latest') or checkpoint-STEP directory to continue from")
+    resume: str | None = option(None, "run directory (its 'latest') or checkpoint-STEP directory to continue from; "
+                                      "the run's own settings are restored, a flag given here wins")
+    overwrite_output_dir: bool = option(False, "start over in an --output-dir that holds a run (deletes it)")
     seed: int = option(0, "seeds the data order (and a --from-scratch model's initial weights)")
     device: str | None = option(None, "cpu, cuda, cuda:1, ... (default: cuda when present)")
     dtype: str | None = option(None, "default: bfloat16 on cuda, float32 on cpu")
@@ -208,6 +210,9 @@ class SFTConfig:
 
 def load_data(config):
     """The training rows and the evaluation rows: --eval-data, else a held-out --eval-fraction of --data."""
+    if not 0 <= config.eval_fraction < 1:
+        raise ValueError(f"--eval-fraction is {config.eval_fraction}: it must leave training examples, pass a number "
+                         f"in [0, 1) (0.05 is usual)")
     rows = read_sft_jsonl(config.data)
     if config.eval_data:
         return rows, read_sft_jsonl(config.eval_data)
@@ -238,8 +243,8 @@ def train(config):
     if (config.model is None) == (config.from_scratch is None) and not config.resume:
         raise ValueError("pass exactly one of --model or --from-scratch")
     out, (rows, eval_rows) = Path(config.output_dir), load_data(config)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt = tu.find_checkpoint(config.resume) if config.resume else None
+    tu.prepare_output_dir(out, ckpt, config.overwrite_output_dir)  # never over another run (nor its init/)
     source = ckpt or config.model or build_from_scratch(example_texts(rows), out / "init", config.from_scratch,
                                                         config.vocab_size, config.seed)
     model, tok = load_model(source, config.device, config.dtype, kernels=not config.no_kernels)
@@ -252,6 +257,9 @@ def train(config):
     if ckpt:
         print(f"resumed from {ckpt} at step {step} (epoch {epoch}, row {index})")
     rows_per_epoch = len(epoch_rows(docs, config.max_length, config.seed, 0))
+    if rows_per_epoch == 0:  # (the row stream would look for a row forever)
+        raise ValueError(f"no example has a token to learn within --max-length {config.max_length}: raise --max-length "
+                         f"(the examples' prompts may fill it) or check that the responses are not empty")
     total = config.max_steps or math.ceil(config.num_train_epochs * rows_per_epoch / config.gradient_accumulation_steps)
     print(f"sft: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters on {device}, {len(docs)} examples "
           f"in {rows_per_epoch} rows of <= {config.max_length} tokens, {len(eval_set)} eval rows, {total} steps")
@@ -288,7 +296,7 @@ def train(config):
 
 
 def main(argv=None):
-    return train(tu.parse_config(SFTConfig, argv)[0])
+    return train(tu.command_config(SFTConfig, argv))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def config_parser(cls, suppress_defaults=False):
     for f in dataclasses.fields(cls):
         kw, flag = dict(f.metadata), "--" + f.name.replace("_", "-")
         default = {} if suppress_defaults else {"default": f.default}
-        if f.default is REQUIRED:
+        if f.default is REQUIRED and not suppress_defaults:  # (the given-flags parser requires nothing)
             default, kw["required"] = {}, True
         t = hints[f.name]
         if typing.get_origin(t) in (typing.Union, types.UnionType):
@@ -326,22 +326,34 @@ def saved_args(ckpt_dir):
     return dict(state.get("args", {})) if state is not None else {}
 
 
-def resumed_config(config, given, ckpt_dir):
-    """--resume: the run's own settings, from its checkpoint, for every field the command line did not give
-    (`given`, from parse_config), so a run continues with its learning rate, batch shape and --model (its KL
-    reference) rather than the defaults; --output-dir defaults to the checkpoint's run directory. A given flag
-    wins, with a printed notice when it differs from the run's."""
-    saved, names = saved_args(ckpt_dir), {f.name for f in dataclasses.fields(config)}
-    keep = {"resume"} | set(given)
-    restored = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names and k not in keep}
-    if "output_dir" not in given:
-        restored["output_dir"] = str(Path(ckpt_dir).parent)
+def command_config(cls, argv=None):
+    """What a command runs with: its flags (parse_config), or with --resume the run's own settings for every flag
+    not given (resumed_config); a required flag (sft's --data) may then be left out: the run's value is used."""
+    given = vars(config_parser(cls, suppress_defaults=True).parse_args(argv))  # {field: value} of the flags given
+    if given.get("resume") is None:
+        return parse_config(cls, argv)[0]
+    return resumed_config(cls, given, find_checkpoint(given["resume"]))
+
+
+def resumed_config(cls, given, ckpt_dir):
+    """--resume: the config (dataclass `cls`) a run continues with: its defaults, then the run's own settings from
+    its checkpoint, so that it keeps its learning rate, batch shape and --model (the KL reference) rather than the
+    defaults, and --output-dir becomes the checkpoint's run directory; then the flags given on this command line
+    ({field: value}), each of which wins with a printed notice when it differs from the run's. Never restored:
+    --resume itself and --overwrite-output-dir (deleting needs saying each time)."""
+    fields, saved = {f.name: f for f in dataclasses.fields(cls)}, saved_args(ckpt_dir)
+    saved = {k: v for k, v in saved.items() if k in fields and k not in ("resume", "overwrite_output_dir")}
+    values = {n: f.default for n, f in fields.items() if f.default is not REQUIRED}
+    values.update(saved, output_dir=str(Path(ckpt_dir).parent))
     as_list = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # (a tuple may come back as a list)
-    for k in sorted(set(given) & set(saved) - {"resume", "output_dir"}):
-        if as_list(getattr(config, k)) != as_list(saved[k]):
-            print(f"--{k.replace('_', '-')} {getattr(config, k)} (the run was started with {saved[k]}): the command "
-                  f"line wins")
-    return dataclasses.replace(config, **restored)
+    for k in sorted(set(given) & set(saved) - {"output_dir"}):
+        if as_list(given[k]) != as_list(saved[k]):
+            print(f"--{k.replace('_', '-')} {given[k]} (the run was started with {saved[k]}): the command line wins")
+    values.update(given)
+    missing = [n for n in fields if n not in values]
+    if missing:
+        raise ValueError(f"--{missing[0].replace('_', '-')} is required: {ckpt_dir} does not record it")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 class StopOnCtrlC:

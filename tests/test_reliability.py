@@ -21,6 +21,7 @@ import tasks
 import train_utils as tu
 from model import ModelConfig, Qwen2
 from sample import check_sampling, generate, sample_token
+from scratch import build_from_scratch
 from tokenizer import Tokenizer
 
 
@@ -378,7 +379,7 @@ def test_sigkill_at_random_moments_while_saving_never_breaks_latest(tmp_path):
     rows = [{"prompt": ex["problem"] + "=", "response": tasks.arith_trace(ex)} for ex in tasks.make_arith(40)]
     data = tmp_path / "traces.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    init = sft.build_from_scratch(sft.example_texts(rows), tmp_path / "init", "tiny", vocab_size=300)
+    init = build_from_scratch(sft.example_texts(rows), tmp_path / "init", "tiny", vocab_size=300)
     run = tmp_path / "run"
     argv = ["--model", init, "--data", data, "--output-dir", run, "--max-length", "64", "--save-steps", "1",
             "--eval-fraction", "0", "--learning-rate", "1e-3", "--warmup-steps", "0", "--quiet"]
@@ -437,11 +438,161 @@ def test_resumed_config_restores_the_run_and_a_given_flag_wins_with_a_notice(tmp
     started = Config(model="my-model", learning_rate=3e-3, reward_weights=(1.0, 0.5), max_steps=4,
                      output_dir=str(tmp_path / "moved-since"))
     ckpt = tu.save_checkpoint(tmp_path / "run", model, tu.MasterAdamW(model.parameters(), lr=1e-3), 2, 2, started)
-    config, given = tu.parse_config(Config, ["--resume", str(tmp_path / "run"), "--max-steps", "8"])
-    resumed = tu.resumed_config(config, given, ckpt)
+    resumed = tu.command_config(Config, ["--resume", str(tmp_path / "run"), "--max-steps", "8"])
     assert resumed == Config(model="my-model", learning_rate=3e-3, reward_weights=(1.0, 0.5), max_steps=8,
                              output_dir=str(tmp_path / "run"), resume=str(tmp_path / "run"))
     assert capsys.readouterr().out == "--max-steps 8 (the run was started with 4): the command line wins\n"
-    config, given = tu.parse_config(Config, ["--resume", str(ckpt), "--reward-weights", "1", "0.5"])
-    assert tu.resumed_config(config, given, ckpt).reward_weights == (1.0, 0.5)
+    assert tu.command_config(Config, ["--resume", str(ckpt), "--reward-weights", "1", "0.5"]).reward_weights == (
+        1.0, 0.5)
     assert capsys.readouterr().out == ""  # the same value as the run's: nothing to say
+    assert tu.command_config(Config, ["--max-steps", "8"]) == Config(max_steps=8)  # no --resume: the flags as given
+
+
+# ---------------------------------------------------------------- the trainers, end to end (tiny, CPU)
+
+
+@pytest.fixture(scope="module")
+def grpo_task(tmp_path_factory):
+    """(checkpoint, task jsonl): test_grpo's character-level tiny model (untrained: only the plumbing is tested)
+    and the nine sums a + b with a, b in 0..2."""
+    from test_grpo import char_checkpoint
+    d = tmp_path_factory.mktemp("grpo")
+    task = d / "add.jsonl"
+    task.write_text("".join(json.dumps({"problem": f"{a}+{b}=", "answer": str(a + b), "task": "arith"}) + "\n"
+                            for a in range(3) for b in range(3)))
+    return char_checkpoint(d / "tiny", sft_steps=0), task
+
+
+def grpo_argv(grpo_task, out, *extra, steps=2):
+    ckpt, task = grpo_task
+    return ["--model", str(ckpt), "--task", str(task), "--template", "plain", "--max-completion-length", "4",
+            "--num-prompts", "2", "--num-generations", "3", "--device", "cpu", "--max-steps", str(steps),
+            "--eval-steps", "0", "--output-dir", str(out), "--learning-rate", "3e-3", "--save-steps", "1",
+            "--plot-every", "1000", "--overlong-buffer", "3", *map(str, extra)]  # (lengths vary: reward spread)
+
+
+def test_grpo_refuses_a_second_run_into_its_output_dir(grpo_task, tmp_path, monkeypatch):
+    import grpo
+    out = tmp_path / "run"
+    grpo.main(grpo_argv(grpo_task, out))
+    before = digest(out)
+    code = cli("grpo.py", *grpo_argv(grpo_task, out), monkeypatch=monkeypatch)
+    assert one_line(code) == (f"error: --output-dir {out} already holds a run (checkpoint-1, checkpoint-2, latest, "
+                              f"metrics.jsonl): continue it with --resume {out}, start over with "
+                              f"--overwrite-output-dir (deletes those), or pick another --output-dir")
+    assert digest(out) == before
+    grpo.main(grpo_argv(grpo_task, out, "--overwrite-output-dir", steps=1))
+    assert sorted(p.name for p in out.iterdir() if p.name != "curves.png") == ["checkpoint-1", "latest",
+                                                                                "metrics.jsonl"]
+
+
+def test_grpo_resume_with_only_resume_continues_the_run_exactly(grpo_task, tmp_path, capsys):
+    """`--resume RUN` alone restores the run's settings (learning rate, warm-up, batch shape, β and its KL reference,
+    the --model: the default Hub model cannot even be fetched here), so 2 + 2 steps equal 4 in one go, bit for bit;
+    the logged learning rate is the applied one (warm-up: 1e-3, 2e-3, 3e-3, 3e-3); every checkpoint after the
+    resume has its tokenizer although rotation deleted the checkpoint resumed from."""
+    import grpo
+    from safetensors.torch import load_file
+    flags = ["--beta", "0.05", "--warmup-steps", "3", "--save-total-limit", "2"]
+    straight = grpo.main(grpo_argv(grpo_task, tmp_path / "a", *flags, steps=4)).history
+    grpo.main(grpo_argv(grpo_task, tmp_path / "b", *flags, steps=2))
+    capsys.readouterr()
+    resumed = grpo.main(["--resume", str(tmp_path / "b"), "--max-steps", "4"]).history
+    assert "--max-steps 4 (the run was started with 2): the command line wins" in capsys.readouterr().out
+    a, b = (load_file(tmp_path / r / "checkpoint-4" / "model.safetensors") for r in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["lr"] for r in resumed] == [r["lr"] for r in straight] == pytest.approx([1e-3, 2e-3, 3e-3, 3e-3])
+    assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
+    for ckpt in ("checkpoint-3", "checkpoint-4"):
+        assert Tokenizer.from_dir(tmp_path / "b" / ckpt).encode("1+2=") == Tokenizer.from_dir(grpo_task[0]).encode(
+            "1+2=")
+
+
+def test_grpo_stops_with_one_line_when_weights_go_non_finite(grpo_task, tmp_path, monkeypatch, capsys):
+    """--learning-rate inf: the first update makes the weights NaN and the run stops there, with no checkpoint.
+    NaN logits later in a run (an fp16 overflow, here NaN written into a weight before step 2) stop it at the
+    sampler, with the step-1 checkpoint intact, and the doctor never blames 'zero reward spread'."""
+    import grpo
+    code = cli("grpo.py", *grpo_argv(grpo_task, tmp_path / "inf", "--learning-rate", "inf"), monkeypatch=monkeypatch)
+    assert one_line(code) == ("error: the update made a weight NaN or inf (learning rate inf): lower "
+                              "--learning-rate; the run's last checkpoint is intact (--resume OUTPUT_DIR)")
+    assert not list((tmp_path / "inf").glob("checkpoint-*")) and not (tmp_path / "inf" / "latest").exists()
+    calls, real = [], grpo.generate
+
+    def poison_before_step_2(model, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            with torch.no_grad():
+                model.model.norm.weight.fill_(float("nan"))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(grpo, "generate", poison_before_step_2)
+    out = tmp_path / "nan"
+    with pytest.raises(ValueError, match="the model's logits are NaN"):
+        grpo.main(grpo_argv(grpo_task, out, steps=6))
+    assert tu.find_checkpoint(out).name == "checkpoint-1" and [r["step"] for r in tu.read_metrics(
+        out / "metrics.jsonl")] == [1]
+    Qwen2.from_pretrained(out / "checkpoint-1")  # loads: finite
+    assert "zero reward spread" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--top-p", "0"], "--top-p is 0.0: pass a number in (0, 1] (1: no nucleus filtering)"),
+    (["--max-completion-length", "0"], "--max-completion-length is 0: pass at least 1 (the longest completion, "
+                                       "in tokens)"),
+])
+def test_grpo_sampling_flags_are_checked_before_anything_runs(grpo_task, tmp_path, monkeypatch, flags, message):
+    code = cli("grpo.py", *grpo_argv(grpo_task, tmp_path / "out", *flags), monkeypatch=monkeypatch)
+    assert one_line(code) == f"error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_grpo_empty_task_file_says_it_is_empty(grpo_task, tmp_path, monkeypatch):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code = cli("grpo.py", *grpo_argv(grpo_task, tmp_path / "out", "--task", empty), monkeypatch=monkeypatch)
+    assert one_line(code) == f"error: {empty} holds no examples: write one JSON object with 'problem' and 'answer' " \
+                             f"per line"
+
+
+@pytest.fixture(scope="module")
+def sft_init(tmp_path_factory):
+    """(from-scratch tiny checkpoint, traces jsonl)."""
+    d = tmp_path_factory.mktemp("sft")
+    rows = [{"prompt": ex["problem"] + "=", "response": tasks.arith_trace(ex)} for ex in tasks.make_arith(20)]
+    (d / "traces.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return build_from_scratch(sft.example_texts(rows), d / "init", "tiny", vocab_size=300), d / "traces.jsonl"
+
+
+def sft_argv(sft_init, out, *extra):
+    init, data = sft_init
+    return ["--model", str(init), "--data", str(data), "--output-dir", str(out), "--max-length", "64",
+            "--max-steps", "2", "--eval-fraction", "0", "--quiet", *map(str, extra)]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-length", "2"], "no example has a token to learn within --max-length 2: raise --max-length (the "
+                            "examples' prompts may fill it) or check that the responses are not empty"),
+    (["--eval-fraction", "1.0"], "--eval-fraction is 1.0: it must leave training examples, pass a number in "
+                                 "[0, 1) (0.05 is usual)"),
+])
+def test_sft_with_nothing_to_train_on_stops_up_front(sft_init, tmp_path, monkeypatch, flags, message):
+    code = cli("sft.py", *sft_argv(sft_init, tmp_path / "out", *flags), monkeypatch=monkeypatch)
+    assert one_line(code) == f"error: {message}"
+
+
+def test_sft_refuses_a_second_run_and_resumes_with_its_own_settings(sft_init, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    sft.main(sft_argv(sft_init, out, "--learning-rate", "3e-3", "--warmup-steps", "0"))
+    before = digest(out)
+    code = cli("sft.py", *sft_argv(sft_init, out), monkeypatch=monkeypatch)
+    assert one_line(code).startswith(f"error: --output-dir {out} already holds a run (checkpoint-2, latest, "
+                                     f"metrics.jsonl): continue it with --resume {out}")
+    assert digest(out) == before
+    final = sft.main(["--resume", str(out), "--max-steps", "3"]).last_checkpoint  # --data, --model: the run's
+    rows = tu.read_metrics(out / "metrics.jsonl")
+    assert final.name == "checkpoint-3"  # the run's rate (3e-3, cosine over the new 3 steps), not the default 1e-5:
+    assert rows[-1]["lr"] == pytest.approx(tu.lr_at(2, 3e-3, 0, 3, "cosine", min_lr_ratio=0.1))
+    (tmp_path / "file").write_text("x")
+    code = cli("sft.py", *sft_argv(sft_init, tmp_path / "file"), monkeypatch=monkeypatch)
+    assert one_line(code).startswith(f"error: --output-dir {tmp_path / 'file'} is a file, not a directory")
