@@ -147,8 +147,7 @@ class GRPOConfig:
     template: str = option("auto", "the prompt (tokenizer.render_prompt); auto: r1 for base models, r1-chat for "
                            "instruct ones, chat when the checkpoint's template opens a think block", choices=TEMPLATES)
     output_dir: str = option("runs/grpo", "metrics.jsonl, curves.png and checkpoint-STEP directories go here")
-    resume: str | None = option(None, "an output dir (its latest checkpoint) or a checkpoint-STEP dir; the run's own "
-                                      "settings are restored, a flag given here wins")
+    resume: str | None = option(None, "an output dir (its latest) or a checkpoint-STEP dir; restores the run's flags")
     overwrite_output_dir: bool = option(False, "start over in an --output-dir that holds a run (deletes it)")
     # Sampling
     num_prompts: int = option(8, "P: prompts per step")
@@ -209,10 +208,8 @@ def check_config(config, model_config, prompt_lens):
                          f"--max-prompt-length")
     if config.temperature <= 0:
         raise ValueError("--temperature must be > 0: GRPO needs sampled, not greedy, completions")
-    if config.max_completion_length < 1:
-        raise ValueError(f"--max-completion-length is {config.max_completion_length}: pass at least 1 (the longest "
-                         f"completion, in tokens)")
-    check_sampling(config.temperature, config.top_p, config.top_k, config.max_completion_length, 1)  # --top-p 0, ...
+    check_sampling(config.temperature, config.top_p, config.top_k, config.max_completion_length, 1,
+                   "--max-completion-length")  # --top-p 0, --max-completion-length 0, ...
     if not 0 <= config.overlong_buffer < config.max_completion_length:
         raise ValueError("--overlong-buffer must be >= 0 and smaller than --max-completion-length")
     if config.num_iterations < 1 or config.micro_batch_size < 0 or config.num_prompts < 1:

@@ -46,13 +46,14 @@ class Generation:
     texts: list = field(default_factory=list)  # decoded completions, when a tokenizer was given
 
 
-def check_sampling(temperature, top_p, top_k, max_new_tokens, num_samples):
-    """Refuse, in one line, sampling settings that mean nothing (a NaN temperature, an empty nucleus, ...)."""
+def check_sampling(temperature, top_p, top_k, max_new_tokens, num_samples, length_flag="--max-new-tokens"):
+    """Refuse, in one line, sampling settings that mean nothing (a NaN temperature, an empty nucleus, ...);
+    length_flag: what the caller's command calls max_new_tokens."""
     if not (math.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"--temperature is {temperature}: pass a finite number >= 0 (0: greedy)")
     if not 0 < top_p <= 1:  # (NaN fails too)
         raise ValueError(f"--top-p is {top_p}: pass a number in (0, 1] (1: no nucleus filtering)")
-    for flag, v, least in (("--top-k", top_k, 0), ("--max-new-tokens", max_new_tokens, 1),
+    for flag, v, least in (("--top-k", top_k, 0), (length_flag, max_new_tokens, 1),
                            ("--num-samples", num_samples, 1)):
         if not v >= least:
             raise ValueError(f"{flag} is {v}: pass a whole number >= {least}")

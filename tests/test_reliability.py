@@ -538,8 +538,7 @@ def test_grpo_stops_with_one_line_when_weights_go_non_finite(grpo_task, tmp_path
 
 @pytest.mark.parametrize("flags, message", [
     (["--top-p", "0"], "--top-p is 0.0: pass a number in (0, 1] (1: no nucleus filtering)"),
-    (["--max-completion-length", "0"], "--max-completion-length is 0: pass at least 1 (the longest completion, "
-                                       "in tokens)"),
+    (["--max-completion-length", "0"], "--max-completion-length is 0: pass a whole number >= 1"),
 ])
 def test_grpo_sampling_flags_are_checked_before_anything_runs(grpo_task, tmp_path, monkeypatch, flags, message):
     code = cli("grpo.py", *grpo_argv(grpo_task, tmp_path / "out", *flags), monkeypatch=monkeypatch)
