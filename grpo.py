@@ -42,6 +42,7 @@ import torch
 from tqdm import tqdm
 
 import rewards
+from answers import CHECKERS
 import train_utils as tu
 from model import load_model
 from sample import check_sampling, generate, pad_left
@@ -168,6 +169,8 @@ class GRPOConfig:
     num_iterations: int = option(1, "mu: policy updates per sampled batch")
     mask_truncated_completions: bool = option(False, "no loss on completions cut at the length limit")
     overlong_buffer: int = option(0, "DAPO soft overlong penalty over the last N tokens (0: off)")
+    answer_checker: str = option("builtin", "MATH-style answers: builtin (exact, no dependency) or math-verify "
+                                            "(pip install math-verify; as open-r1 grades)", choices=tuple(CHECKERS))
     # Optimisation
     learning_rate: float = option(1e-6, "AdamW learning rate (after warm-up)")
     lr_scheduler_type: str = option("constant", "after warm-up", choices=["constant", "cosine"])
@@ -271,7 +274,8 @@ def score(gen, batch, prompts, prefix, config, device):
     which micro-batches."""
     P, G = len(batch), config.num_generations
     rows_ex = [ex for ex in batch for _ in range(G)]  # row i*G+g is prompt i's g-th sample
-    acc, fmt = torch.tensor([[rewards.accuracy_reward(prefix + c, ex), rewards.format_reward(prefix + c, ex)]
+    acc, fmt = torch.tensor([[rewards.accuracy_reward(prefix + c, ex, config.answer_checker),
+                              rewards.format_reward(prefix + c, ex)]
                              for c, ex in zip(gen.texts, rows_ex)]).T  # (N,) each
     truncated = torch.tensor([f == "length" for f in gen.finish])
     w_acc, w_fmt = config.reward_weights
@@ -361,6 +365,7 @@ CURVES = ("reward", "accuracy", "format", "completion_len", "eval_pass@1")
 def train(config):
     """Run GRPO as `config` says; returns a train_utils.TrainResult (model, tokenizer, metrics, last checkpoint)."""
     torch.manual_seed(config.seed)
+    rewards.get_checker(config.answer_checker)  # a missing math-verify fails now, not after the first rollout
     ckpt = tu.find_checkpoint(config.resume) if config.resume else None
     model, tok = load_model(ckpt or config.model, config.device, config.dtype, kernels=not config.no_kernels)
     model.gradient_checkpointing, device = config.gradient_checkpointing, model.lm_head.weight.device
@@ -430,7 +435,7 @@ def run_eval(model, tok, examples, template, config, out_path):
     from evaluate import evaluate
     summary = evaluate(model, tok, examples, num_samples=config.eval_num_samples, temperature=0.6, top_p=0.95,
                        max_new_tokens=config.max_completion_length, batch_size=config.num_prompts, out_path=out_path,
-                       seed=config.seed, template=template)
+                       seed=config.seed, template=template, answer_checker=config.answer_checker)
     return {f"eval_{k}": v for k, v in summary.items() if k.startswith(("pass@", "maj@", "format"))}
 
 
@@ -467,5 +472,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ImportError) as e:  # ImportError: --answer-checker's package is missing
         sys.exit(f"error: {e}")

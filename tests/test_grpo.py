@@ -275,6 +275,16 @@ def test_bad_configurations_give_one_line_errors(tiny_task, tmp_path, flags, mes
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_answer_checker_flag_reaches_the_accuracy_reward(tiny_task, tmp_path, monkeypatch):
+    seen = set()
+    real = grpo.rewards.accuracy_reward
+    monkeypatch.setattr(grpo.rewards, "get_checker", lambda name: None)  # math-verify need not be installed
+    monkeypatch.setattr(grpo.rewards, "accuracy_reward",
+                        lambda c, ex, checker="builtin": seen.add(checker) or real(c, ex))
+    run(tiny_task, tmp_path, "--answer-checker", "math-verify", steps=1)
+    assert seen == {"math-verify"}
+
+
 def test_command_line_error_is_one_line(tiny_task, tmp_path):
     ckpt, task = tiny_task
     out = subprocess.run([sys.executable, str(ROOT / "grpo.py"), "--model", str(ckpt), "--task", str(task),
