@@ -28,7 +28,8 @@ Deviations from the papers, and why:
   2. Default --beta 0: no KL term and no reference model (DAPO §2.3, Dr. GRPO); R1-Zero used a KL term.
   3. The group std is the unbiased one (as TRL) with eps 1e-4 added.
   4. Sampling stops at "</answer>" with the R1 templates: nothing after it can change the reward.
-Left out: multi-GPU, vLLM, reward models, process supervision.
+Several GPUs: torchrun --nproc_per_node=N grpo.py ... (data parallel; --fsdp shards; train_utils, distributed).
+Left out: vLLM, reward models, process supervision.
 
 Shape legend: P prompts per step, G completions per prompt, N = P*G rows, M rows of a micro-batch,
 Tp prompt length (left-padded), Tc completion length, C hidden, V vocab.
@@ -44,7 +45,7 @@ from tqdm import tqdm
 import rewards
 from answers import CHECKERS
 import train_utils as tu
-from model import load_model
+from model import load_model, pick_device
 from sample import check_sampling, generate, pad_left
 from tasks import load_task
 from tokenizer import TEMPLATES, completion_prefix, render_prompt, resolve_template
@@ -194,6 +195,8 @@ class GRPOConfig:
     device: str | None = option(None, "cpu, cuda, cuda:1, ... (default: cuda when present)")
     dtype: str | None = option(None, "default: bfloat16 on cuda, float32 on cpu")
     no_kernels: bool = option(False, "PyTorch references instead of the Triton kernels")
+    fsdp: bool = option(False, "under torchrun: shard weights, gradients and optimizer state over the processes "
+                               "(FSDP2) instead of a full replica per process (DDP)")
 
 
 def check_config(config, model_config, prompt_lens):
@@ -241,11 +244,12 @@ def load_prompts(config, tok, template, model_config):
 
 def rollout(model, tok, batch, prompts, config, step, stop):
     """1. G completions for each of the P prompts of the batch (sample.generate): row i*G+g is prompt i's g-th
-    sample. The seed is a function of the step: a resumed run samples exactly what the uninterrupted one would."""
+    sample. The seed is a function of the step (and the rank): a resumed run samples exactly what the
+    uninterrupted one would."""
     return generate(model, [prompts[ex["problem"]] for ex in batch], num_samples=config.num_generations,
                     max_new_tokens=config.max_completion_length, temperature=config.temperature, top_p=config.top_p,
                     top_k=config.top_k, eos_ids=tok.eos_ids, stop=stop, tokenizer=tok,
-                    seed=config.seed * SAMPLE_SEED_STRIDE + step)
+                    seed=(config.seed * SAMPLE_SEED_STRIDE + step) * tu.world() + tu.rank())  # DIST: per rank
 
 
 @dataclass
@@ -287,17 +291,20 @@ def score(gen, batch, prompts, prefix, config, device):
     mask = completion_mask(gen.lengths, gen.tokens.shape[1],
                            truncated if config.mask_truncated_completions else None)  # (N, Tc)
     idx, start = pad_left([prompts[ex["problem"]] for ex in rows_ex])  # as the sampler laid them out
+    # DIST: the loss normalisers and the metrics are those of the global batch (summed / gathered over ranks).
+    num_seqs, num_tokens = tu.all_sum(len(keep)), max(tu.all_sum(float(mask[keep].sum())), 1.0)
+    reward, acc, fmt, lengths, truncated, zero = (tu.all_gather(t) for t in (reward, acc, fmt, gen.lengths,
+                                                                            truncated, zero))
     metrics = {"reward": reward.mean().item(), "reward_std": reward.std().item(), "accuracy": acc.mean().item(),
                "accuracy_std": acc.std().item(), "format": fmt.mean().item(), "format_std": fmt.std().item(),
-               "completion_len": gen.lengths.float().mean().item(), "completion_len_max": int(gen.lengths.max()),
+               "completion_len": lengths.float().mean().item(), "completion_len_max": int(lengths.max()),
                "truncated": truncated.float().mean().item(), "zero_spread": zero.float().mean().item(),
-               "trained_rows": len(keep)}
+               "trained_rows": num_seqs}
     with_loss = keep[mask[keep].sum(1) > 0]  # (a truncated completion may have none)
     micro = tu.micro_batches(with_loss, gen.lengths, mask, config.micro_batch_size, device)
     on = lambda t: t.to(device)
     return Scored(on(torch.cat([idx, gen.tokens], 1)), on(start), idx.shape[1], on(gen.tokens), on(mask), on(adv),
-                  on(gen.logprobs), micro, num_seqs=len(keep), num_tokens=max(float(mask[keep].sum()), 1.0),
-                  metrics=metrics)
+                  on(gen.logprobs), micro, num_seqs=num_seqs, num_tokens=num_tokens, metrics=metrics)
 
 
 @torch.no_grad()
@@ -317,19 +324,28 @@ def update(model, optimizer, b, ref_logp, config, step):
     the "old" log-probs of the ratio: no extra forward. Returns the statistics of the metrics line."""
     old_logp = torch.zeros(b.mask.shape, device=b.mask.device)
     sums, ent_sum, gap_sum, loss_sum, trained_tokens, skipped, grad_norm = {}, 0.0, 0.0, 0.0, 0, 0, 0.0
-    for it in range(config.num_iterations if b.micro else 0):
-        for rows, Tm, sel in b.micro:
-            m = b.mask[rows, :Tm]
-            logp, ent = tu.completion_logprobs(model, *b.cut(rows, Tm), sel, config.temperature, entropy=it == 0)
-            if it == 0:
-                old_logp[rows, :Tm] = logp.detach()
-                ent_sum += ent.detach().sum()
-                gap_sum += ((b.sampler_logp[rows, :Tm] - logp.detach()).abs() * m).sum()
-            loss, st = policy_loss(logp, old_logp[rows, :Tm], b.adv[rows], m, epsilon=config.epsilon,
-                                   epsilon_high=config.epsilon_high, beta=config.beta, ref_logp=ref_logp[rows, :Tm],
-                                   loss_type=config.loss_type, max_completion_length=config.max_completion_length,
-                                   num_seqs=b.num_seqs, num_tokens=b.num_tokens)
-            loss.backward()  # a NaN/inf loss makes the gradient norm non-finite: the update is skipped
+    micro = b.micro + [None] * (tu.all_sum(len(b.micro), "max") - len(b.micro))  # DIST: as many on every rank
+    for it in range(config.num_iterations if micro else 0):
+        for j, mb in enumerate(micro):
+            with tu.grad_sync(model, last=j == len(micro) - 1):  # DIST: gradients cross ranks after the last one
+                if mb is None:  # DIST: this rank has fewer micro-batches than another: a zero-weight one
+                    tu.idle_backward(model, b.idx[:1, :b.Tp + 1])
+                    continue
+                rows, Tm, sel = mb
+                m = b.mask[rows, :Tm]
+                logp, ent = tu.completion_logprobs(model, *b.cut(rows, Tm), sel, config.temperature, entropy=it == 0)
+                if it == 0:
+                    old_logp[rows, :Tm] = logp.detach()
+                    ent_sum += ent.detach().sum()
+                    gap_sum += ((b.sampler_logp[rows, :Tm] - logp.detach()).abs() * m).sum()
+                loss, st = policy_loss(logp, old_logp[rows, :Tm], b.adv[rows], m, epsilon=config.epsilon,
+                                       epsilon_high=config.epsilon_high, beta=config.beta,
+                                       ref_logp=ref_logp[rows, :Tm], loss_type=config.loss_type,
+                                       max_completion_length=config.max_completion_length, num_seqs=b.num_seqs,
+                                       num_tokens=b.num_tokens)
+                # A NaN/inf loss makes the gradient norm non-finite: the update is skipped. DIST: x world size,
+                # since DDP averages the ranks' gradients and the loss is their sum (train_utils, distributed).
+                (loss * tu.loss_scale()).backward()
             loss_sum += loss.detach()
             trained_tokens += len(rows) * (b.Tp + Tm)
             for k, v in st.items():
@@ -341,7 +357,10 @@ def update(model, optimizer, b, ref_logp, config, step):
             tqdm.write(f"step {step + 1}: loss {float(loss_sum):.4g}, gradient norm {grad_norm}: non-finite, "
                        f"update skipped")
             break
-    sums = {k: float(v) for k, v in sums.items()}
+    # DIST: sums over the global batch, of the statistics read below (the same keys on every rank, trained or not)
+    sums = {k: tu.all_sum(float(sums.get(k, 0.0))) for k in ("clipped", "kl", "tokens")
+            } if tu.all_sum(len(sums), "max") else {}
+    ent_sum, gap_sum, loss_sum, trained_tokens = (tu.all_sum(x) for x in (ent_sum, gap_sum, loss_sum, trained_tokens))
     trained = b.num_seqs > 0
     return {"clip_frac": sums.get("clipped", 0.0) / max(sums.get("tokens", 0.0), 1.0),
             "kl": sums["kl"] / max(sums["tokens"], 1.0) if config.beta > 0 and sums else None,
@@ -366,41 +385,48 @@ def train(config):
     """Run GRPO as `config` says; returns a train_utils.TrainResult (model, tokenizer, metrics, last checkpoint)."""
     torch.manual_seed(config.seed)
     rewards.get_checker(config.answer_checker)  # a missing math-verify fails now, not after the first rollout
+    device = tu.init_distributed(pick_device(config.device), config.fsdp)  # DIST: this rank's GPU
     ckpt = tu.find_checkpoint(config.resume) if config.resume else None
-    model, tok = load_model(ckpt or config.model, config.device, config.dtype, kernels=not config.no_kernels)
+    model, tok = load_model(ckpt or config.model, device, config.dtype, kernels=not config.no_kernels)
     model.gradient_checkpointing, device = config.gradient_checkpointing, model.lm_head.weight.device
     template = resolve_template(config.template, config.model, tok)
     stop = ("</answer>",) if template.startswith("r1") else ()
     prefix = completion_prefix(render_prompt("", template, tok))  # "<think>\n" when the prompt opens the block
     examples, prompts, eval_examples = load_prompts(config, tok, template, model.config)
-    micro_batch = tu.plan_micro_batch(model, config.micro_batch_size, rows=config.num_prompts * config.num_generations,
+    rows = len(tu.share(range(config.num_prompts))) * config.num_generations  # DIST: this rank's share
+    micro_batch = tu.plan_micro_batch(model, config.micro_batch_size, rows=rows,
                                       seq_len=max(len(prompts[ex["problem"]]) for ex in examples) +
                                       config.max_completion_length, reference=config.beta > 0,
-                                      checkpointing=config.gradient_checkpointing,
+                                      checkpointing=config.gradient_checkpointing, fsdp=config.fsdp,
                                       otherwise="lower --num-generations or --max-completion-length")
     config = replace(config, micro_batch_size=micro_batch)
     ref = None  # the frozen initial policy, only needed for the KL term
     if config.beta > 0:
         ref = load_model(config.model, device, config.dtype, kernels=not config.no_kernels)[0].eval()
         ref.requires_grad_(False)
+    sampler = tu.full_copy(model, config.fsdp)  # DIST: samples and is saved (--fsdp: a full copy per rank)
+    model = tu.wrap_model(model, config.fsdp)  # DIST: DDP, or FSDP2 shards (before the optimizer sees them)
     optimizer = tu.MasterAdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     start_step, position = tu.load_trainer_state(ckpt, optimizer) if ckpt else (0, 0)
     if ckpt:
         print(f"resumed from {ckpt} at step {start_step}")
-    tu.prepare_output_dir(config.output_dir, ckpt, config.overwrite_output_dir)  # never over another run
+    if tu.is_main():  # DIST: rank 0 alone checks and prepares OUT (the others would see its new files)
+        tu.prepare_output_dir(config.output_dir, ckpt, config.overwrite_output_dir)  # never over another run
+    tu.barrier()
     out_dir, metrics = tu.open_run(config.output_dir, CURVES, config.plot_every, start_step if ckpt else None,
                                    "r1-grpo" if config.wandb else None, config)
     last_ckpt = None
     with tu.StopOnCtrlC() as ctrl_c:
-        for step in tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, desc="grpo"):
+        for step in tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, desc="grpo",
+                         disable=not tu.is_main()):
             t0 = time.perf_counter()
             tu.peak_memory_gib(device, reset=True)
-            batch = tu.next_examples(examples, position, config.num_prompts, config.seed)
-            position += config.num_prompts
+            batch = tu.share(tu.next_examples(examples, position, config.num_prompts, config.seed))  # DIST: mine
+            position += config.num_prompts  # (global: a resume may use another number of processes)
             optimizer.set_lr(tu.lr_at(step, config.learning_rate, config.warmup_steps, config.max_steps,
                                       config.lr_scheduler_type))
             with tu.Timer() as t_gen:
-                gen = rollout(model, tok, batch, prompts, config, step, stop)
+                gen = rollout(tu.refresh_copy(sampler, model), tok, batch, prompts, config, step, stop)  # DIST
             with tu.Timer() as t_score:
                 scored = score(gen, batch, prompts, prefix, config, device)
                 ref_logp = reference_logprobs(ref, scored, config.temperature)
@@ -410,24 +436,29 @@ def train(config):
             trained_tokens = stats.pop("trained_tokens")
             row = {"step": step + 1, **scored.metrics, **stats, "lr": optimizer.param_groups[0]["lr"],
                    "gen_time": t_gen.seconds, "score_time": t_score.seconds, "train_time": t_train.seconds,
-                   "gen_tok_s": float(gen.lengths.sum()) / t_gen.seconds,
+                   "gen_tok_s": tu.all_sum(float(gen.lengths.sum())) / t_gen.seconds,  # DIST: of all ranks
                    "train_tok_s": trained_tokens / t_train.seconds if trained_tokens else None,
                    "step_time": time.perf_counter() - t0, "peak_mem_gib": tu.peak_memory_gib(device)}
+            ctrl_c.requested = tu.all_sum(ctrl_c.requested, "max")  # DIST: every rank stops at the same step
             last = step + 1 == config.max_steps or ctrl_c.requested
-            if eval_examples and ((step + 1) % config.eval_steps == 0 or last):
-                row.update(run_eval(model, tok, eval_examples, template, config, out_dir / f"eval-{step + 1}.jsonl"))
+            if eval_examples and ((step + 1) % config.eval_steps == 0 or last):  # DIST: rank 0 alone evaluates
+                tu.refresh_copy(sampler, model)
+                if tu.is_main():
+                    row.update(run_eval(sampler, tok, eval_examples, template, config,
+                                        out_dir / f"eval-{step + 1}.jsonl"))
             metrics.log(row)
             tqdm.write(tu.format_line(row, LINE))
             for warning in doctor(metrics.history):
                 tqdm.write(f"doctor: {warning}")
             if ctrl_c.requested or (config.save_steps > 0 and ((step + 1) % config.save_steps == 0 or last)):
-                last_ckpt = tu.save_checkpoint(out_dir, model, optimizer, step + 1, position, config,
-                                               keep=config.save_total_limit)
+                last_ckpt = tu.save_checkpoint(out_dir, tu.refresh_copy(sampler, model), optimizer, step + 1,
+                                               position, config, keep=config.save_total_limit)  # DIST: rank 0 writes
             if ctrl_c.requested:
                 print(f"stopped at step {step + 1}; continue with --resume {out_dir}")
                 break
-    tu.plot_curves(metrics.history, metrics.png, CURVES)
-    return tu.TrainResult(model, tok, metrics.history, out_dir, last_ckpt)
+    if tu.is_main():
+        tu.plot_curves(metrics.history, metrics.png, CURVES)
+    return tu.TrainResult(tu.refresh_copy(sampler, model), tok, metrics.history, out_dir, last_ckpt)
 
 
 def run_eval(model, tok, examples, template, config, out_path):

@@ -28,7 +28,8 @@ downloaded checkpoint: the R1-in-miniature demo needs no download.
 
 From Python: `sft.train(sft.SFTConfig(data=..., output_dir=..., model=...))` returns a train_utils.TrainResult.
 
-Deliberately left out: multi-GPU, LoRA, NEFTune, completion-only packing of multi-turn tool traces.
+Several GPUs: torchrun --nproc_per_node=N sft.py ... (data parallel; --fsdp shards; train_utils, distributed).
+Deliberately left out: LoRA, NEFTune, completion-only packing of multi-turn tool traces.
 
 Shape legend: T tokens in a packed row, C hidden, V vocab, N learnt tokens.
 """
@@ -42,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 import train_utils as tu
-from model import load_model
+from model import load_model, pick_device
 from scratch import SCRATCH_CONFIGS, build_from_scratch
 from tasks import iter_jsonl
 from tokenizer import render_chat
@@ -146,10 +147,11 @@ def row_loss_sum(model, row, device):
     h = model(idx, positions=positions, cu_seqlens=t("cu_seqlens", torch.int32), return_hidden=True)[0]  # (T, C)
     learnt = targets != IGNORE
     h, targets = h[learnt], targets[learnt]  # (N, C), (N,): the LM head only runs where a loss is taken
-    if model.use_kernels and h.is_cuda:  # never materialises the (N, V) logits
+    core = tu.unwrap(model)  # DIST: the forward goes through DDP, the attributes are the model's
+    if core.use_kernels and h.is_cuda:  # never materialises the (N, V) logits
         from kernels.logprob import fused_logprob
-        return -fused_logprob(h, model.lm_head.weight, targets).sum(), len(targets)
-    logits = model.lm_head(h).float()  # (N, V)
+        return -fused_logprob(h, core.lm_head.weight, targets).sum(), len(targets)
+    logits = core.lm_head(h).float()  # (N, V)
     return F.cross_entropy(logits, targets, reduction="sum"), len(targets)
 
 
@@ -185,7 +187,7 @@ class SFTConfig:
     eval_data: str | None = option(None, "evaluation jsonl (default: --eval-fraction of --data held out)")
     eval_fraction: float = option(0.05, "share of --data held out for evaluation when there is no --eval-data")
     max_length: int = option(2048, "tokens per packed row")
-    gradient_accumulation_steps: int = option(1, "packed rows per optimizer step")
+    gradient_accumulation_steps: int = option(1, "packed rows per optimizer step (all processes' together)")
     num_train_epochs: float = option(3.0, "passes over the data (when --max-steps is 0)")
     max_steps: int = option(0, "optimizer steps (0: from --num-train-epochs)")
     learning_rate: float = option(1e-5, "AdamW learning rate (peak, after warm-up)")
@@ -206,6 +208,8 @@ class SFTConfig:
     no_kernels: bool = option(False, "PyTorch reference attention and loss")
     gradient_checkpointing: bool = option(False, "recompute activations in backward (less memory)")
     quiet: bool = option(False, "no progress bar or per-step lines")
+    fsdp: bool = option(False, "under torchrun: shard weights, gradients and optimizer state over the processes "
+                               "(FSDP2) instead of a full replica per process (DDP)")
 
 
 def load_data(config):
@@ -224,14 +228,20 @@ def load_data(config):
 
 
 def learn_rows(model, optimizer, batch, max_grad_norm, device):
-    """One optimizer step on the packed rows of `batch`: (loss per learnt token, gradient norm, tokens/s)."""
-    n_learnt = sum(sum(t != IGNORE for t in r["targets"]) for r in batch)
+    """One optimizer step on the packed rows of `batch` (the global batch: every rank has it all and learns its
+    share): (loss per learnt token, gradient norm, tokens/s)."""
+    n_learnt = sum(sum(t != IGNORE for t in r["targets"]) for r in batch)  # (of the global batch)
+    mine = tu.share(batch, "--gradient-accumulation-steps")  # DIST: this rank's rows
     with tu.Timer() as timer:
         loss_sum = 0.0
-        for r in batch:
-            s, _ = row_loss_sum(model, r, device)
-            (s / n_learnt).backward()  # the step's loss: all learnt tokens of all rows weigh the same
+        for j, r in enumerate(mine):
+            with tu.grad_sync(model, last=j == len(mine) - 1):  # DIST: gradients cross ranks after the last row
+                s, _ = row_loss_sum(model, r, device)
+                # The step's loss: all learnt tokens of all rows weigh the same. DIST: x world size, since DDP
+                # averages the ranks' gradients and the loss is their sum (train_utils, distributed).
+                (s / n_learnt * tu.loss_scale()).backward()
             loss_sum += float(s.detach())
+        loss_sum = tu.all_sum(loss_sum)  # DIST
         grad_norm = optimizer.step(max_grad_norm)
         optimizer.zero_grad()
     return loss_sum / n_learnt, grad_norm, sum(len(r["inputs"]) for r in batch) / timer.seconds
@@ -242,16 +252,23 @@ def train(config):
     from tqdm import tqdm
     if (config.model is None) == (config.from_scratch is None) and not config.resume:
         raise ValueError("pass exactly one of --model or --from-scratch")
+    device = tu.init_distributed(pick_device(config.device), config.fsdp)  # DIST: this rank's GPU
     out, (rows, eval_rows) = Path(config.output_dir), load_data(config)
     ckpt = tu.find_checkpoint(config.resume) if config.resume else None
-    tu.prepare_output_dir(out, ckpt, config.overwrite_output_dir)  # never over another run (nor its init/)
-    source = ckpt or config.model or build_from_scratch(example_texts(rows), out / "init", config.from_scratch,
-                                                        config.vocab_size, config.seed)
-    model, tok = load_model(source, config.device, config.dtype, kernels=not config.no_kernels)
+    if tu.is_main():  # DIST: rank 0 prepares OUT (and builds a from-scratch init/), the others then read it
+        tu.prepare_output_dir(out, ckpt, config.overwrite_output_dir)  # never over another run (nor its init/)
+        if not (ckpt or config.model):
+            build_from_scratch(example_texts(rows), out / "init", config.from_scratch, config.vocab_size, config.seed)
+    tu.barrier()
+    source = ckpt or config.model or out / "init"
+    model, tok = load_model(source, device, config.dtype, kernels=not config.no_kernels)
     model.gradient_checkpointing, device = config.gradient_checkpointing, model.lm_head.weight.device
     eos_id = min(tok.eos_ids)  # <|endoftext|> in Qwen2.5 (base and instruct) and in our from-scratch tokenizer
     docs = [tokenize_example(tok, r, eos_id) for r in rows]
     eval_set = pack([tokenize_example(tok, r, eos_id) for r in eval_rows], config.max_length)
+    tu.share(range(config.gradient_accumulation_steps), "--gradient-accumulation-steps")  # DIST: refuse early
+    full = tu.full_copy(model, config.fsdp)  # DIST: evaluates and is saved (--fsdp: a full copy per rank)
+    model = tu.wrap_model(model, config.fsdp)  # DIST: DDP, or FSDP2 shards (before the optimizer sees them)
     optimizer = tu.MasterAdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     step, (epoch, index) = tu.load_trainer_state(ckpt, optimizer) if ckpt else (0, (0, 0))
     if ckpt:
@@ -266,7 +283,8 @@ def train(config):
     _, metrics = tu.open_run(out, ("loss", "eval_loss", "lr", "grad_norm"), config.logging_steps,
                              resume_step=step if ckpt else None)  # a resumed run keeps its curve up to the checkpoint
     stream = row_stream(docs, config.max_length, config.seed, epoch, index)
-    bar, last_ckpt = tqdm(total=total, initial=step, desc="sft", unit="step", disable=config.quiet), None
+    bar, last_ckpt = tqdm(total=total, initial=step, desc="sft", unit="step",
+                          disable=config.quiet or not tu.is_main()), None
     with tu.StopOnCtrlC() as stop:
         while step < total and not stop.requested:
             lr = tu.lr_at(step, config.learning_rate, config.warmup_steps, total, config.lr_scheduler_type,
@@ -283,16 +301,20 @@ def train(config):
             if not math.isfinite(grad_norm):
                 row["skipped"] = 1  # MasterAdamW left the weights untouched
                 tqdm.write(f"step {step}: non-finite gradient norm, update skipped")
-            if eval_set and (step % config.eval_steps == 0 or step == total):
-                row["eval_loss"] = eval_loss(model, eval_set, device)
+            if eval_set and (step % config.eval_steps == 0 or step == total):  # DIST: rank 0, on the full copy
+                tu.refresh_copy(full, model)
+                row["eval_loss"] = eval_loss(full, eval_set, device) if tu.is_main() else None
             metrics.log(row)
             if not config.quiet and (step % config.logging_steps == 0 or "eval_loss" in row):
                 tqdm.write(tu.format_line(row, LOG_FIELDS))
+            stop.requested = tu.all_sum(stop.requested, "max")  # DIST: every rank stops at the same step
             if (config.save_steps and step % config.save_steps == 0) or step == total or stop.requested:
-                last_ckpt = tu.save_checkpoint(out, model, optimizer, step, (epoch, index), config)
+                last_ckpt = tu.save_checkpoint(out, tu.refresh_copy(full, model), optimizer, step, (epoch, index),
+                                               config)  # DIST: rank 0 writes
     bar.close()
-    tu.plot_curves(metrics.history, out / "curves.png", metrics.plot_keys)
-    return tu.TrainResult(model, tok, metrics.history, out, last_ckpt)
+    if tu.is_main():
+        tu.plot_curves(metrics.history, out / "curves.png", metrics.plot_keys)
+    return tu.TrainResult(tu.refresh_copy(full, model), tok, metrics.history, out, last_ckpt)
 
 
 def main(argv=None):

@@ -107,7 +107,8 @@ class MasterAdamW:
         self.params = [p for p in params if p.requires_grad]
         self.master = [p if p.dtype == torch.float32 else p.detach().float().clone().requires_grad_()
                        for p in self.params]
-        fused = all(p.is_cuda for p in self.master) or None  # one fused kernel for all parameters on GPU
+        # One fused kernel for all parameters on GPU (plain tensors: FSDP's sharded DTensors take the default).
+        fused = all(p.is_cuda and not hasattr(p, "device_mesh") for p in self.master) or None
         self.opt = torch.optim.AdamW(self.master, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, fused=fused)
 
     @property
@@ -128,7 +129,8 @@ class MasterAdamW:
             if m is not p:
                 m.grad = None if p.grad is None else p.grad.float()
         grads = [m for m in self.master if m.grad is not None]
-        norm = float(torch.nn.utils.clip_grad_norm_(grads, max_grad_norm if max_grad_norm > 0 else float("inf")))
+        norm = torch.nn.utils.clip_grad_norm_(grads, max_grad_norm if max_grad_norm > 0 else float("inf"))
+        norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: the norm over all shards
         if not math.isfinite(norm):
             return norm
         self.opt.step()
@@ -237,11 +239,16 @@ def _checkpoints(out_dir):
 def save_checkpoint(out_dir, model, optimizer, step, data_position, args, keep=2, tokenizer_dir=None):
     """OUT/checkpoint-STEP/ (model + trainer_state.pt), then OUT/latest -> it; keeps the newest `keep` checkpoints
     (0: all), never deleting the one just written. Refuses (ValueError, nothing written) when a weight or an
-    optimizer tensor is NaN or inf."""
+    optimizer tensor is NaN or inf. Under torchrun every rank calls it (FSDP gathers the optimizer state from
+    all) and rank 0 alone writes; `model` holds the full weights (under --fsdp the refreshed full_copy)."""
     out_dir = Path(out_dir)
     final = out_dir / f"checkpoint-{step}"
+    optimizer_state = _full(optimizer.state_dict())  # (under FSDP gathered from every rank)
+    if not is_main():
+        barrier()  # returns once rank 0 has written it
+        return final
     tmp = out_dir / f"checkpoint-{step}.tmp"
-    state = {"step": step, "data_position": data_position, "optimizer": optimizer.state_dict(),
+    state = {"step": step, "data_position": data_position, "optimizer": optimizer_state,
              "rng": rng_state(), "args": {k: v for k, v in vars(args).items() if _plain(v)}}
     bad = _first_non_finite(state["optimizer"])
     if bad is not None:
@@ -255,9 +262,10 @@ def save_checkpoint(out_dir, model, optimizer, step, data_position, args, keep=2
     pointer = out_dir / "latest.tmp"
     pointer.write_text(final.name + "\n")
     os.replace(pointer, out_dir / "latest")
-    older = [d for d in _checkpoints(out_dir) if d != final]
-    for d in older[:max(0, len(older) - (keep - 1))] if keep > 0 else []:
-        shutil.rmtree(d, ignore_errors=True)
+    older = [c for c in _checkpoints(out_dir) if c != final]
+    for stale in older[:max(0, len(older) - (keep - 1))] if keep > 0 else []:
+        shutil.rmtree(stale, ignore_errors=True)
+    barrier()
     return final
 
 
@@ -310,12 +318,13 @@ def _read_state(ckpt_dir):
 
 def load_trainer_state(ckpt_dir, optimizer):
     """Restore optimizer and RNG from ckpt_dir/trainer_state.pt; returns (step, data_position). The model weights
-    are loaded by the caller with Qwen2.from_pretrained(ckpt_dir)."""
+    are loaded by the caller with Qwen2.from_pretrained(ckpt_dir). The state is full (world-size free): under
+    --fsdp each rank keeps its shard of it."""
     state = _read_state(ckpt_dir)
     if state is None:
         raise ValueError(f"{Path(ckpt_dir) / 'trainer_state.pt'} is unreadable (truncated or corrupt): "
                          f"{_offer_older(Path(ckpt_dir).parent, ckpt_dir)}")
-    optimizer.load_state_dict(state["optimizer"])
+    optimizer.load_state_dict(_shard_optimizer_state(state["optimizer"], optimizer))
     set_rng_state(state["rng"])
     return state["step"], state["data_position"]
 
@@ -389,8 +398,9 @@ def completion_logprobs(model, idx, start, Tp, tokens, sel, temperature, entropy
     h = model(idx, start=start, return_hidden=True)[:, Tp - 1:-1]  # (M, Tc, C): position t predicts token t
     h = h.reshape(M * Tc, -1).index_select(0, sel)  # (n, C)
     from kernels.logprob import fused_logprob, logprob_ref  # fused: never holds the (n, V) logits
-    fn = fused_logprob if model.use_kernels and idx.is_cuda else logprob_ref
-    out = fn(h, model.lm_head.weight, tokens.flatten()[sel], temperature, return_entropy=entropy)  # (n,)
+    core = unwrap(model)  # DIST: the forward goes through DDP, the attributes are the model's
+    fn = fused_logprob if core.use_kernels and idx.is_cuda else logprob_ref
+    out = fn(h, core.lm_head.weight, tokens.flatten()[sel], temperature, return_entropy=entropy)  # (n,)
     lp, ent = out if entropy else (out, None)
     logp = torch.zeros(M * Tc, device=h.device).index_copy(0, sel, lp).view(M, Tc)
     return logp, ent
@@ -412,21 +422,25 @@ def micro_batches(rows, lengths, mask, size, device):
 
 
 class Metrics:
-    """Appends one JSON line per step to OUT/metrics.jsonl and redraws OUT/curves.png every `plot_every` steps."""
+    """Appends one JSON line per step to OUT/metrics.jsonl and redraws OUT/curves.png every `plot_every` steps.
+    write=False (ranks > 0 under torchrun) keeps the history in memory and writes nothing."""
 
-    def __init__(self, out_dir, plot_keys=(), plot_every=10, wandb_run=None, resume_step=None):
+    def __init__(self, out_dir, plot_keys=(), plot_every=10, wandb_run=None, resume_step=None, write=True):
         self.path = Path(out_dir) / "metrics.jsonl"
         self.png = Path(out_dir) / "curves.png"
-        self.plot_keys, self.plot_every, self.wandb = plot_keys, plot_every, wandb_run
+        self.plot_keys, self.plot_every, self.wandb, self.write = plot_keys, plot_every, wandb_run, write
         self.history = []
-        if resume_step is not None and self.path.is_file():  # keep the curves up to the checkpoint, drop the rest
+        if write and resume_step is not None and self.path.is_file():  # keep the curves up to the checkpoint
             self.history = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-        tmp = self.path.with_suffix(".jsonl.tmp")  # rewritten whole, then renamed: a crash here loses no line
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
-        os.replace(tmp, self.path)
+        if write:
+            tmp = self.path.with_suffix(".jsonl.tmp")  # rewritten whole, then renamed: a crash here loses no line
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+            os.replace(tmp, self.path)
 
     def log(self, row):
         self.history.append(row)
+        if not self.write:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.wandb is not None:
@@ -459,11 +473,11 @@ def read_metrics(path):
 
 def open_run(out_dir, plot_keys, plot_every, resume_step=None, wandb_project=None, config=None):
     """OUT (created) and its Metrics, continuing the curves up to resume_step when resuming; a Weights & Biases
-    run too when wandb_project is given."""
+    run too when wandb_project is given. Under torchrun rank 0 alone writes there (the others keep the history)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run = wandb_init(wandb_project, config) if wandb_project else None
-    return out, Metrics(out, plot_keys, plot_every, run, resume_step=resume_step)
+    run = wandb_init(wandb_project, config) if wandb_project and is_main() else None
+    return out, Metrics(out, plot_keys, plot_every, run, resume_step=resume_step, write=is_main())
 
 
 def wandb_init(project, args):
@@ -548,10 +562,12 @@ MEMORY_HEADROOM = 0.92
 
 
 def estimate_memory(config, *, rows, seq_len, micro_batch, weight_bytes, reference=False, checkpointing=False,
-                    fused_logprob=True):
-    """Rough peak GPU bytes of one RL/SFT step, by part. rows: sequences sampled at once (P*G; 0 for SFT);
-    seq_len: prompt + completion tokens; micro_batch: rows per forward/backward. Good to ~20%: it is for
-    deciding what to change before a long run, not for packing memory to the last byte."""
+                    fused_logprob=True, world=1, fsdp=False):
+    """Rough peak GPU bytes of one RL/SFT step on one GPU, by part. rows: sequences this rank samples at once
+    (P*G / world; 0 for SFT); seq_len: prompt + completion tokens; micro_batch: rows per forward/backward. With
+    fsdp, weights, gradients and optimizer state are 1/world per rank, plus the full copy of the weights that
+    samples and saves ("full_copy") and one gathered layer at a time; DDP replicates everything. Good to ~20%:
+    it is for deciding what to change before a long run, not for packing memory to the last byte."""
     C, I, L, V = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
     K, D = config.num_key_value_heads, config.head_dim
     H = config.num_attention_heads
@@ -567,14 +583,17 @@ def estimate_memory(config, *, rows, seq_len, micro_batch, weight_bytes, referen
     else:
         acts = tokens * L * per_layer
     logits = tokens * V * 4 * (0 if fused_logprob else 3)  # fp32 logits, log-softmax and its gradient
+    shards = world if fsdp else 1
     parts = {
-        "weights": n * weight_bytes, "gradients": n * weight_bytes, "optimizer": 8 * n + master,
-        "reference": n * weight_bytes if reference else 0,
+        "weights": n * weight_bytes // shards, "gradients": n * weight_bytes // shards,
+        "optimizer": (8 * n + master) // shards,
+        "full_copy": (n + per_layer_params) * weight_bytes if fsdp else 0,  # the sampler's copy + a gathered layer
+        "reference": n * weight_bytes if reference else 0,  # (a full copy per rank under DDP and FSDP alike)
         "kv_cache": sample.buffer_bytes(config, rows, seq_len, weight_bytes),  # the sampler's KV cache and logits
         "activations": acts + logits,
     }
     # Generation and training do not overlap: the cache is freed before the backward pass.
-    peak = parts["weights"] + parts["gradients"] + parts["optimizer"] + parts["reference"] + max(
+    peak = parts["weights"] + parts["gradients"] + parts["optimizer"] + parts["full_copy"] + parts["reference"] + max(
         parts["kv_cache"], parts["activations"])
     return peak, parts
 
@@ -606,14 +625,16 @@ def auto_micro_batch(estimate_fn, total_bytes, rows, largest=16):
     return mb
 
 
-def plan_micro_batch(model, micro_batch, *, rows, seq_len, reference=False, checkpointing=False, otherwise=""):
+def plan_micro_batch(model, micro_batch, *, rows, seq_len, reference=False, checkpointing=False, otherwise="",
+                     fsdp=False):
     """Before the first step: print the memory estimate of a step that samples `rows` sequences of seq_len tokens
-    and trains on them micro_batch rows at a time, and return micro_batch (0: the largest that fits, up to 16).
-    When it cannot fit, stop naming the first of smaller micro-batches and --gradient-checkpointing that would,
-    else `otherwise` (the trainer's own advice)."""
+    (this rank's share under torchrun) and trains on them micro_batch rows at a time, and return micro_batch (0:
+    the largest that fits, up to 16). When it cannot fit, stop naming the first of smaller micro-batches,
+    --gradient-checkpointing, or FSDP over more GPUs that would, else `otherwise` (the trainer's own advice)."""
     device, weight = model.lm_head.weight.device, model.lm_head.weight
     est = dict(rows=rows, seq_len=seq_len, micro_batch=min(micro_batch, rows), weight_bytes=weight.element_size(),
-               reference=reference, checkpointing=checkpointing, fused_logprob=model.use_kernels)
+               reference=reference, checkpointing=checkpointing, fused_logprob=model.use_kernels, world=world(),
+               fsdp=fsdp)
     estimate = lambda **kw: estimate_memory(model.config, **{**est, **kw})
     total = gpu_memory(device)
     if micro_batch == 0:
@@ -622,6 +643,12 @@ def plan_micro_batch(model, micro_batch, *, rows, seq_len, reference=False, chec
     if not checkpointing:
         fixes += [("--gradient-checkpointing", dict(checkpointing=True)),
                   ("--gradient-checkpointing --micro-batch-size 1", dict(checkpointing=True, micro_batch=1))]
+    for w in (2, 4, 8):  # DIST: sharded over more GPUs, the global batch the same (fewer rows per GPU)
+        if w > world():
+            fewer = rows * world() // w
+            fixes.append((f"torchrun --nproc_per_node={w} ... --fsdp --gradient-checkpointing",
+                          dict(world=w, fsdp=True, checkpointing=True, rows=fewer,
+                               micro_batch=min(est["micro_batch"], max(fewer, 1)))))
     print(preflight(estimate, total, fixes, otherwise))
     return micro_batch
 
@@ -640,3 +667,193 @@ def preflight(estimate_fn, total_bytes, fixes=(), otherwise="use a smaller confi
     fits = [flags for flags, kw in fixes if estimate_fn(**kw)[0] <= MEMORY_HEADROOM * total_bytes]
     hint = f"this would fit: {fits[0]}" if fits else otherwise
     raise ValueError(f"estimated peak memory {gib(peak)} exceeds the GPU's {gib(total_bytes)} ({summary}); {hint}")
+
+
+# ------------------------------------------------------------------------------------------ distributed (torchrun)
+# `torchrun --nproc_per_node=N grpo.py ...` starts N copies of a trainer, each with RANK, LOCAL_RANK and WORLD_SIZE
+# in its environment. Without torchrun there is no process group, world() is 1 and every helper below hands its
+# input back unchanged: one process runs exactly as it always did. (The helpers read torch.distributed's own
+# process-wide state, so nothing has to be passed down.) With N ranks the trainers do four things differently,
+# each marked `# DIST` in grpo.py and sft.py:
+#   1. The global batch (GRPO's P prompts, SFT's packed rows of one step) is cut into N equal contiguous shares;
+#      a GRPO group never straddles ranks, so rewards and advantages stay per rank.
+#   2. The loss normalisers (learnt tokens, sequences) are summed over the ranks, so each rank's loss is exactly
+#      its part of the one-process loss on the global batch: the global loss is the SUM of the ranks' losses.
+#   3. DDP all-reduces, and FSDP2 reduce-scatters, the AVERAGE of the ranks' gradients: (1/N) sum_r g_r. The
+#      gradient of the global loss is sum_r g_r, so every rank backpropagates N * its loss (loss_scale()):
+#      (1/N) sum_r N g_r = sum_r g_r, the one-process gradient, and clipping and AdamW then see the same numbers.
+#   4. Rank 0 alone prints, writes metrics, curves and checkpoints; a checkpoint holds the full (gathered) weights
+#      and optimizer state, so it resumes on any number of ranks that divides the batch.
+# DDP keeps a full replica per rank (fastest while weights + gradients + optimizer state fit one GPU); --fsdp
+# shards those three over the ranks with fully_shard (each decoder layer its own unit, gathered just before it
+# runs) and keeps one plain full copy of the weights per rank for sampling and saving (see full_copy).
+
+
+def _dist():
+    import torch.distributed as dist
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def world():
+    return _dist().get_world_size() if _dist() else 1
+
+
+def rank():
+    return _dist().get_rank() if _dist() else 0
+
+
+def is_main():
+    return rank() == 0
+
+
+def loss_scale():
+    return world()  # see 3. above: DDP / FSDP2 average the ranks' gradients, the loss is their sum
+
+
+def init_distributed(device, fsdp=False):
+    """This process's device. Under torchrun: join the process group (NCCL on GPUs, gloo on CPU), take GPU
+    LOCAL_RANK, and silence stdout on ranks > 0 (errors still reach stderr). Otherwise `device` itself."""
+    if "WORLD_SIZE" not in os.environ:
+        if fsdp:
+            raise ValueError("--fsdp shards the model over torchrun's processes: run it as torchrun "
+                             "--nproc_per_node=N ... --fsdp")
+        return device
+    import torch.distributed as dist
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if rank() > 0:
+        sys.stdout = open(os.devnull, "w")
+    return device
+
+
+def share(items, what="--num-prompts"):
+    """This rank's contiguous share of the global batch `items` (all of it on one process)."""
+    n, r = divmod(len(items), world())
+    if r:
+        raise ValueError(f"{what} is {len(items)}, which {world()} processes cannot share equally: make it a "
+                         f"multiple of the number of processes (--nproc_per_node)")
+    return items[rank() * n:(rank() + 1) * n]
+
+
+def _comm_device():
+    return torch.device("cuda", torch.cuda.current_device()) if _dist().get_backend() == "nccl" else torch.device("cpu")
+
+
+def all_sum(x, op="sum"):
+    """A number (or tensor) summed over the ranks (op="max": the largest); x itself on one process."""
+    dist = _dist()
+    if dist is None:
+        return x
+    t = (x.detach().to(_comm_device(), torch.float64) if torch.is_tensor(x) else
+         torch.tensor(float(x), dtype=torch.float64, device=_comm_device()))
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t.to(x.device, x.dtype) if torch.is_tensor(x) else type(x)(t.item())
+
+
+def all_gather(t):
+    """(n, ...) on each rank -> (world * n, ...) in rank order on every rank: the global batch's values (for
+    metrics computed exactly as one process would); t itself on one process."""
+    dist = _dist()
+    if dist is None:
+        return t
+    local = t.to(_comm_device(), torch.float64)
+    parts = [torch.empty_like(local) for _ in range(world())]
+    dist.all_gather(parts, local)
+    return torch.cat(parts).to(t.device, t.dtype)
+
+
+def barrier():
+    if _dist():
+        _dist().barrier()
+
+
+def wrap_model(model, fsdp=False):
+    """The module to train. One process: the model. DDP: a full replica per rank, gradients all-reduced in buckets
+    while backward runs. FSDP2 (--fsdp): each decoder layer, then the rest (embeddings, final norm, LM head), is a
+    fully_shard unit: weights, gradients and optimizer state live 1/N per rank, a unit's weights are all-gathered
+    just before it runs and freed after, its gradients reduce-scattered in backward."""
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+        for layer in model.model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+        return model
+    if world() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    return DDP(model, device_ids=[model.lm_head.weight.device] if model.lm_head.weight.is_cuda else None,
+               gradient_as_bucket_view=True)  # grads are views into DDP's buckets: no second copy of them
+
+
+def unwrap(model):
+    """The model inside DDP (its attributes: use_kernels, lm_head, config); the model itself otherwise."""
+    return getattr(model, "module", model)
+
+
+def grad_sync(model, last):
+    """Context for one micro-batch's forward + backward: gradients cross ranks only on the step's last one (the
+    others accumulate locally). Every rank must run the same number of micro-batches (see idle_backward)."""
+    import contextlib
+    if hasattr(model, "no_sync"):  # DDP
+        return contextlib.nullcontext() if last else model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+        model.set_requires_gradient_sync(last)
+    return contextlib.nullcontext()
+
+
+def idle_backward(model, idx):
+    """A micro-batch with zero weight, for a rank that has fewer micro-batches than another: DDP's all-reduce
+    and FSDP's gathers are collectives that every rank must enter. idx (1, T): any tokens."""
+    (model(idx).float().sum() * 0.0).backward()
+
+
+def full_copy(model, fsdp=False):
+    """Under --fsdp, a plain (unsharded) copy of the model, made before sharding: the sampler and the checkpoint
+    writer run on it, with no collectives inside generation (ranks stop at different lengths). It costs one full
+    set of weights per rank (2 bytes a parameter in bf16: 15 GB for 7B, against ~61 GB for its sharded share of
+    training state on 2 GPUs). Refresh it from the shards with refresh_copy. Without --fsdp: the model itself."""
+    if not fsdp:
+        return model
+    import copy
+    return copy.deepcopy(model).requires_grad_(False)
+
+
+@torch.no_grad()
+def refresh_copy(copy, model):
+    """Gather the sharded weights into the full copy (every rank takes part: one all-gather per parameter);
+    the copy itself when it is the model."""
+    if copy is unwrap(model):
+        return copy
+    for c, p in zip(copy.parameters(), model.parameters()):
+        c.copy_(p.full_tensor() if hasattr(p, "full_tensor") else p)
+    return copy
+
+
+def _full(x):
+    """Optimizer state with every sharded tensor (DTensor) gathered into a full one (collective under FSDP)."""
+    if isinstance(x, dict):
+        return {k: _full(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_full(v) for v in x]
+    return x.full_tensor() if hasattr(x, "full_tensor") else x
+
+
+def _shard_like(x, like):
+    """The inverse of _full: a full tensor cut as the DTensor `like` is (collective)."""
+    if not hasattr(like, "device_mesh") or not torch.is_tensor(x) or x.dim() == 0:
+        return x
+    from torch.distributed.tensor import distribute_tensor
+    return distribute_tensor(x.to(like.device, like.dtype), like.device_mesh, like.placements)
+
+
+def _shard_optimizer_state(state, optimizer):
+    """MasterAdamW.state_dict() as saved (full tensors) -> this rank's shards of it, cut as its parameters are
+    (the state itself when they are not sharded)."""
+    stepped = optimizer.master  # what AdamW steps, in its order
+    adamw = dict(state["adamw"], state={i: {k: _shard_like(v, stepped[i]) for k, v in s.items()}
+                                        for i, s in state["adamw"]["state"].items()})
+    low = [m for p, m in zip(optimizer.params, optimizer.master) if m is not p]
+    return {"adamw": adamw, "master": [_shard_like(t, m) for t, m in zip(state["master"], low)]}
