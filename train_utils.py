@@ -349,9 +349,10 @@ def resumed_config(cls, given, ckpt_dir):
     its checkpoint, so that it keeps its learning rate, batch shape and --model (the KL reference) rather than the
     defaults, and --output-dir becomes the checkpoint's run directory; then the flags given on this command line
     ({field: value}), each of which wins with a printed notice when it differs from the run's. Never restored:
-    --resume itself and --overwrite-output-dir (deleting needs saying each time)."""
+    --resume itself, --overwrite-output-dir (deleting needs saying each time) and --fsdp (how a run is spread
+    over GPUs is this launch's choice)."""
     fields, saved = {f.name: f for f in dataclasses.fields(cls)}, saved_args(ckpt_dir)
-    saved = {k: v for k, v in saved.items() if k in fields and k not in ("resume", "overwrite_output_dir")}
+    saved = {k: v for k, v in saved.items() if k in fields and k not in ("resume", "overwrite_output_dir", "fsdp")}
     values = {n: f.default for n, f in fields.items() if f.default is not REQUIRED}
     values.update(saved, output_dir=str(Path(ckpt_dir).parent))
     as_list = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # (a tuple may come back as a list)
