@@ -199,6 +199,32 @@ def test_a_batch_the_ranks_cannot_share_is_refused_in_one_line(monkeypatch):
         tu.init_distributed(torch.device("cpu"), fsdp=True)  # --fsdp without torchrun
 
 
+def test_memory_preflight_counts_shards_and_names_fsdp(monkeypatch):
+    """Qwen2.5-7B's shape, GRPO at 8 x 16 x 1,024 with beta > 0 in bf16 on one 140 GiB GPU: weights, gradients,
+    fp32 master and AdamW state are ~114 GiB (16 bytes a parameter), the reference copy 14 GiB more, so no
+    micro-batch size or checkpointing fits and the preflight names FSDP over two GPUs; there each rank holds half
+    of the training state plus two full bf16 copies (sampler and reference), which fits."""
+    import train_utils as tu
+    from model import ModelConfig, Qwen2
+    config = ModelConfig(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                         num_attention_heads=28, num_key_value_heads=4)
+    with torch.device("meta"):
+        model = Qwen2(config).to(torch.bfloat16)
+    model.use_kernels = True
+    monkeypatch.setattr(tu, "gpu_memory", lambda device: 140 * 2**30)
+    plan = dict(rows=128, seq_len=1536, reference=True, checkpointing=False)
+    with pytest.raises(ValueError, match=r"this would fit: torchrun --nproc_per_node=2 \.\.\. --fsdp") as e:
+        tu.plan_micro_batch(model, 0, **plan)
+    assert "\n" not in str(e.value)
+    monkeypatch.setattr(tu, "world", lambda: 2)
+    peak, parts = tu.estimate_memory(config, rows=64, seq_len=1536, micro_batch=16, weight_bytes=2, world=2,
+                                     fsdp=True, checkpointing=True)
+    n = sum(p.numel() for p in model.parameters())
+    assert parts["optimizer"] == pytest.approx(12 * n / 2, rel=0.01)  # AdamW's 2 moments + fp32 master: half
+    assert parts["weights"] == pytest.approx(2 * n / 2, rel=0.01) and parts["full_copy"] > 2 * n  # + the copy
+    assert tu.plan_micro_batch(model, 0, **dict(plan, rows=64, checkpointing=True), fsdp=True) >= 1  # fits
+
+
 def test_only_rank_0_prints_and_writes(work):
     """One set of step lines (the memory line is printed once per run), one metrics line per step, one checkpoint
     per step: rank 1 wrote nothing."""
