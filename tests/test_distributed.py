@@ -3,10 +3,10 @@ one process trains on the same global batch.
 
 All two-process runs happen in one torchrun launch of this file (`one_rank`, from the module-scoped fixture `work`:
 starting processes that import torch costs seconds on a 2-core machine); the tests then compare the checkpoints
-they wrote with one-process runs. Sampling is
-the one thing that differs by design between world sizes (each rank draws its own prompts' completions with its
-own seed), so these runs sample each prompt on its own with a seed of the prompt (`per_prompt_generate`): a
-prompt's completions are then the same whichever rank draws them, and any difference left is the trainer's.
+they wrote with one-process runs. Sampling is the one thing that differs by design between world sizes (each
+rank draws its own prompts' completions with its own seed), so these runs sample each prompt on its own with a
+seed of the prompt (`per_prompt_generate`): a prompt's completions are then the same whichever rank draws them,
+and any difference left is the trainer's. (The real sampler is checked for exact resumes on two ranks.)
 
 Tolerance: one process sums a micro-batch's tokens in a different order than two do (other micro-batches, other
 padding, a sum over ranks), so gradients agree to float32 rounding (~1e-7 relative), not always bit for bit. We
