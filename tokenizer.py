@@ -57,7 +57,7 @@ def render_prompt(problem, template, tokenizer):
     if template == "plain":
         return problem
     if template == "r1":
-        return R1_ZERO_TEMPLATE.format(prompt=problem)
+        return r1_zero_prompt(problem)
     if template == "chat":
         return tokenizer.chat([{"role": "user", "content": problem}])
     if template == "r1-chat":
@@ -103,11 +103,8 @@ def render_chat(messages, add_generation_prompt=True, default_system=QWEN_DEFAUL
     return "".join(out)
 
 
-def r1_zero_prompt(problem, chat=False):
-    """The R1-Zero prompt for a base model, or its ChatML form. Prefer render_prompt, which uses the checkpoint's
-    own chat template."""
-    if chat:
-        return render_chat([{"role": "system", "content": R1_SYSTEM}, {"role": "user", "content": problem}])
+def r1_zero_prompt(problem):
+    """The R1-Zero prompt for a base model: render_prompt(problem, "r1", tokenizer), no tokenizer needed."""
     return R1_ZERO_TEMPLATE.format(prompt=problem)
 
 
