@@ -4,19 +4,24 @@ GRPO / R1-Zero: reinforcement learning of a base model on verifiable problems, r
     python grpo.py --model qwen2.5-0.5b                                  # GSM8K, R1-Zero template, one GPU
     python grpo.py --model qwen2.5-1.5b --task countdown --beta 0.04 --gradient-checkpointing
     python grpo.py --model qwen2.5-0.5b-instruct --loss-type dr_grpo --scale-rewards none   # Dr. GRPO
-    python grpo.py --model qwen2.5-0.5b --epsilon-high 0.28 --overlong-buffer 256           # DAPO's tricks
+    python grpo.py --model qwen2.5-0.5b --epsilon-high 0.28 --overlong-buffer 256 --dynamic-sampling   # DAPO
+    python grpo.py --model qwen2.5-0.5b --loss-type cispo --epsilon-high 5                  # CISPO (MiniMax-M1)
+    python grpo.py --model qwen2.5-0.5b --importance-sampling-level sequence --loss-type grpo --epsilon 3e-4 \
+        --epsilon-high 4e-4                                                                 # GSPO
     python grpo.py --model runs/sft/checkpoint-200 --task arith --template plain           # a local directory
     python grpo.py --model qwen2.5-0.5b --resume runs/grpo                                # continue exactly
 
 One step (GRPO: DeepSeekMath §4.1, eq. 3; DeepSeek-R1 §2.2), each part a function below, called by train():
-  1. rollout: sample G completions for each of P prompts (sample.py: KV cache, CUDA graphs, Triton kernels).
+  1. rollout: sample G completions for each of P prompts (sample.py: KV cache, CUDA graphs, Triton kernels);
+     with --dynamic-sampling (DAPO §3.2) more rounds of P prompts until P groups have reward spread.
   2. score: the rule rewards (rewards.py), accuracy + format weighted by --reward-weights, and
   3. the advantage of a completion = its reward standardised within its group of G (no value network). Groups
-     whose G rewards are all equal carry no signal (every advantage is 0) and are dropped before training.
+     whose G rewards are all equal carry no signal (every advantage is 0) and are dropped before training,
+     unless --beta > 0: then they stay for their KL term (as in TRL).
   4. update: --num-iterations (mu) passes over the batch, each one AdamW step with gradient accumulation over
-     micro-batches, on the clipped-ratio objective against the log-probs of the policy that sampled
-     (recorded during the first pass, when the weights still are that policy), plus beta * KL to the initial
-     model (k3 estimator) when --beta > 0 — only then is a frozen reference copy kept.
+     micro-batches, on the objective (objective.py: --loss-type and its variants) against the log-probs of the
+     policy that sampled (recorded during the first pass, when the weights still are that policy), plus beta * KL
+     to the initial model (k3 estimator) when --beta > 0 — only then is a frozen reference copy kept.
 Every step appends to OUTPUT_DIR/metrics.jsonl, prints one line and redraws OUTPUT_DIR/curves.png. One of the
 numbers is `gap`: the mean |log-prob(sampler) - log-prob(trainer)| of the sampled tokens. Both score the same
 tokens under the same weights and temperature, so it should be ~1e-2 in bf16 and ~1e-6 in fp32; a larger gap
@@ -28,6 +33,12 @@ Deviations from the papers, and why:
   2. Default --beta 0: no KL term and no reference model (DAPO §2.3, Dr. GRPO); R1-Zero used a KL term.
   3. The group std is the unbiased one (as TRL) with eps 1e-4 added.
   4. Sampling stops at "</answer>" with the R1 templates: nothing after it can change the reward.
+  5. With --beta 0 zero-spread groups are dropped (TRL keeps them at advantage 0, which adds nothing but their
+     cost); the normalisers then count the kept rows and tokens, not the whole batch, so a step's size does not
+     shrink with the share of problems too easy or too hard (what dynamic sampling buys by resampling).
+  6. --top-entropy-quantile's quantile is per micro-batch (TRL: per local batch; the whole batch's entropies exist
+     only after a pass over all of it). 7. --dynamic-sampling samples whole rounds of P prompts (a normal step's
+     shapes), discards surplus groups with spread (as DAPO), fills with zero-spread groups when rounds run out.
 Several GPUs: torchrun --nproc_per_node=N grpo.py ... (data parallel; --fsdp shards; train_utils, distributed).
 Left out: vLLM, reward models, process supervision.
 
@@ -46,95 +57,14 @@ import rewards
 from answers import CHECKERS
 import train_utils as tu
 from model import load_model, pick_device
-from sample import check_sampling, generate, pad_left
+from objective import (LOSS_TYPES, completion_mask, fill_batch, group_advantages, high_entropy_mask, overlong_penalty,
+                       policy_loss, truncated_is_weight, zero_spread)
+from sample import Generation, check_sampling, generate, pad_left
 from tasks import load_task
 from tokenizer import TEMPLATES, completion_prefix, render_prompt, resolve_template
 from train_utils import option
 
 SAMPLE_SEED_STRIDE = 1_000_003  # step s samples with seed --seed * SAMPLE_SEED_STRIDE + s (a prime stride)
-
-# ------------------------------------------------------------------------ the objective (change the loss here)
-
-
-def group_advantages(rewards, scale_rewards="group", eps=1e-4):
-    """rewards (P, G) -> advantages (P, G): reward minus its group's mean, divided by the group's std
-    (GRPO, DeepSeekMath §4.1.2) unless scale_rewards == "none" (Dr. GRPO §3.2: the std division makes
-    too-easy and too-hard questions weigh more)."""
-    centred = rewards - rewards.mean(1, keepdim=True)
-    if scale_rewards == "none":
-        return centred
-    return centred / (rewards.std(1, keepdim=True) + eps)
-
-
-def zero_spread(rewards):
-    """(P, G) -> (P,) True where all G rewards are equal: every advantage is 0, the group teaches nothing."""
-    return rewards.max(1).values == rewards.min(1).values
-
-
-def overlong_penalty(lengths, max_len, buffer):
-    """DAPO eq. 13 soft overlong punishment: 0 up to max_len - buffer tokens, then falling linearly to -1 at
-    max_len. lengths (N,) -> (N,). buffer 0 turns it off."""
-    if buffer <= 0:
-        return torch.zeros(lengths.shape)
-    return ((max_len - buffer - lengths.float()) / buffer).clamp(-1.0, 0.0)
-
-
-def completion_mask(lengths, T, drop=None):
-    """(N,) lengths -> (N, T) float, 1 on each completion's tokens. drop (N,) bool zeroes whole rows:
-    --mask-truncated-completions drops completions cut at the length limit (DAPO §3.4: their missing answer
-    is the budget's fault, not the reasoning's)."""
-    mask = (torch.arange(T)[None] < lengths[:, None]).float()
-    return mask if drop is None else mask * (~drop).float()[:, None]
-
-
-def kl_k3(logp, ref_logp):
-    """Per-token KL(policy || reference), the k3 estimator (Schulman 2020; DeepSeekMath eq. 4):
-    exp(ref - logp) - (ref - logp) - 1. Unbiased for samples from the policy, and never negative."""
-    d = ref_logp - logp
-    return d.exp() - d - 1
-
-
-def policy_loss(logp, old_logp, adv, mask, *, epsilon=0.2, epsilon_high=None, beta=0.0, ref_logp=None,
-                loss_type="dapo", max_completion_length=None, num_seqs=None, num_tokens=None):
-    """The clipped-ratio GRPO objective, negated (a loss to minimise), and statistics.
-
-    logp, old_logp, ref_logp, mask: (M, Tc) for M rows; adv: (M,). Per token (DeepSeekMath eq. 3, PPO's clip):
-        ratio = exp(logp - old_logp);  l = -min(ratio * A, clip(ratio, 1 - epsilon, 1 + epsilon_high) * A)
-                                           + beta * KL_k3
-    epsilon_high > epsilon is DAPO's clip-higher (§3.1): low-probability tokens may grow more before clipping.
-    The normaliser is where the variants differ (num_seqs, num_tokens: totals over the whole batch, which a
-    micro-batch is part of; default this call's):
-        grpo     sum over each sequence / its length, summed, / num_seqs      (DeepSeekMath eq. 3)
-        dr_grpo  sum over all tokens / (num_seqs * max_completion_length)      (Dr. GRPO §3.2)
-        dapo     sum over all tokens / num_tokens                              (DAPO eq. 8, token-level)
-    Returns (loss, stats) with stats = sums over tokens (clipped, kl, ratio, tokens) for logging."""
-    epsilon_high = epsilon if epsilon_high is None else epsilon_high
-    adv = adv[:, None]  # (M, 1) one advantage for every token of the completion
-    ratio = torch.exp(logp - old_logp)  # (M, Tc)
-    unclipped = ratio * adv
-    clipped = ratio.clamp(1 - epsilon, 1 + epsilon_high) * adv
-    per_token = -torch.min(unclipped, clipped)
-    kl = torch.zeros_like(logp)
-    if beta > 0:
-        kl = kl_k3(logp, ref_logp)
-        per_token = per_token + beta * kl
-    num_seqs = mask.shape[0] if num_seqs is None else num_seqs
-    num_tokens = mask.sum() if num_tokens is None else num_tokens
-    if loss_type == "grpo":
-        loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).sum() / num_seqs
-    elif loss_type == "dr_grpo":
-        loss = (per_token * mask).sum() / (num_seqs * max_completion_length)
-    elif loss_type == "dapo":
-        loss = (per_token * mask).sum() / num_tokens
-    else:
-        raise ValueError(f"unknown loss type {loss_type!r}: use grpo, dr_grpo or dapo")
-    # A token is clipped when the min picked the clipped term and it differs: its gradient is then zero.
-    is_clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + epsilon_high) & (adv > 0))
-    with torch.no_grad():
-        stats = {"clipped": (is_clipped * mask).sum(), "kl": (kl * mask).sum(), "ratio": (ratio * mask).sum(),
-                 "tokens": mask.sum()}
-    return loss, stats
-
 
 # ------------------------------------------------------------------------ configuration
 
@@ -162,16 +92,28 @@ class GRPOConfig:
     # Rewards and objective
     reward_weights: tuple[float, float] = option((1.0, 1.0), "weights of the accuracy and the format reward",
                                                  metavar=("ACCURACY", "FORMAT"))
-    scale_rewards: str = option("group", "none: Dr. GRPO (no std division)", choices=["group", "none"])
-    loss_type: str = option("dapo", "the loss normaliser (policy_loss)", choices=["grpo", "dr_grpo", "dapo"])
+    scale_rewards: str = option("group", "advantage = (reward - group mean) / the group's std, the batch's std "
+                                "(Lite PPO), or none (Dr. GRPO)", choices=["group", "batch", "none"])
+    loss_type: str = option("dapo", "objective.policy_loss: the normaliser (grpo, bnpo, dr_grpo, dapo), or CISPO "
+                            "(cispo; needs --epsilon-high, the weight's cap, e.g. 5)", choices=LOSS_TYPES)
+    importance_sampling_level: str = option("token", "sequence: one ratio per completion, the geometric mean of its "
+                                            "tokens' (GSPO)", choices=["token", "sequence"])
     beta: float = option(0.0, "KL coefficient (k3); > 0 keeps a frozen reference model")
     epsilon: float = option(0.2, "clip range: ratio in [1 - epsilon, 1 + epsilon_high]")
-    epsilon_high: float | None = option(None, "upper clip (DAPO clip-higher: 0.28); default = epsilon")
+    epsilon_high: float | None = option(None, "upper clip (DAPO clip-higher: 0.28); default = epsilon; with "
+                                        "--loss-type cispo the weight's cap itself")
+    importance_sampling_cap: float = option(0.0, "TIS: each token's policy term x min(p_trainer / p_sampler, C) "
+                                            "(TRL's vllm_importance_sampling_correction, token_truncate); 0: off")
+    top_entropy_quantile: float = option(1.0, "train only the tokens whose entropy is in this top share (Beyond "
+                                         "the 80/20 rule: 0.2); 1: all tokens")
     num_iterations: int = option(1, "mu: policy updates per sampled batch")
     mask_truncated_completions: bool = option(False, "no loss on completions cut at the length limit")
     overlong_buffer: int = option(0, "DAPO soft overlong penalty over the last N tokens (0: off)")
     answer_checker: str = option("builtin", "MATH-style answers: builtin (exact, no dependency) or math-verify "
                                             "(pip install math-verify; as open-r1 grades)", choices=tuple(CHECKERS))
+    dynamic_sampling: bool = option(False, "DAPO: sample more rounds of P prompts until P groups have reward "
+                                    "spread, instead of training on fewer rows")
+    max_resample_rounds: int = option(3, "with --dynamic-sampling: extra rounds at most per step")
     # Optimisation
     learning_rate: float = option(1e-6, "AdamW learning rate (after warm-up)")
     lr_scheduler_type: str = option("constant", "after warm-up", choices=["constant", "cosine"])
@@ -220,6 +162,11 @@ def check_config(config, model_config, prompt_lens):
         raise ValueError("--overlong-buffer must be >= 0 and smaller than --max-completion-length")
     if config.num_iterations < 1 or config.micro_batch_size < 0 or config.num_prompts < 1:
         raise ValueError("--num-iterations and --num-prompts must be >= 1, --micro-batch-size >= 0 (0: auto)")
+    if config.loss_type == "cispo" and not (config.epsilon_high or 0) > 1:
+        raise ValueError("--loss-type cispo caps the weight at --epsilon-high itself: pass --epsilon-high > 1, e.g. 5")
+    if not 0 < config.top_entropy_quantile <= 1 or min(config.importance_sampling_cap, config.max_resample_rounds) < 0:
+        raise ValueError("--top-entropy-quantile must be in (0, 1], --importance-sampling-cap and "
+                         "--max-resample-rounds >= 0")
 
 
 # ------------------------------------------------------------------------ setup
@@ -242,14 +189,37 @@ def load_prompts(config, tok, template, model_config):
 # ------------------------------------------------------------------------ the four steps of a GRPO step
 
 
-def rollout(model, tok, batch, prompts, config, step, stop):
-    """1. G completions for each of the P prompts of the batch (sample.generate): row i*G+g is prompt i's g-th
-    sample. The seed is a function of the step (and the rank): a resumed run samples exactly what the
-    uninterrupted one would."""
-    return generate(model, [prompts[ex["problem"]] for ex in batch], num_samples=config.num_generations,
-                    max_new_tokens=config.max_completion_length, temperature=config.temperature, top_p=config.top_p,
-                    top_k=config.top_k, eos_ids=tok.eos_ids, stop=stop, tokenizer=tok,
-                    seed=(config.seed * SAMPLE_SEED_STRIDE + step) * tu.world() + tu.rank())  # DIST: per rank
+def rollout(model, tok, examples, position, prompts, prefix, config, step, stop):
+    """1. G completions for each of the next P prompts (sample.generate): row i*G+g is prompt i's g-th sample; the
+    seed a function of the step, so a resumed run samples what the uninterrupted one would. --dynamic-sampling
+    (DAPO §3.2): up to --max-resample-rounds more rounds of P prompts while fewer than P groups have reward
+    spread (score() picks the batch). Returns (every round's prompts, one Generation, the new data position)."""
+    P, G = config.num_prompts, config.num_generations
+    batch, gens, spread = [], [], 0
+    for r in range(1 + (config.max_resample_rounds if config.dynamic_sampling else 0)):
+        if spread >= P:
+            break
+        new = tu.share(tu.next_examples(examples, position, P, config.seed))  # DIST: this rank's share
+        position += P  # (global: a resume may use another number of processes)
+        gens.append(generate(model, [prompts[ex["problem"]] for ex in new], num_samples=G,
+                             max_new_tokens=config.max_completion_length, temperature=config.temperature,
+                             top_p=config.top_p, top_k=config.top_k, eos_ids=tok.eos_ids, stop=stop, tokenizer=tok,
+                             seed=(config.seed * SAMPLE_SEED_STRIDE + step + (r << 32)) * tu.world() + tu.rank()))
+        batch += new
+        if config.dynamic_sampling:  # (score() computes the rule rewards again: pure and cheap)
+            zero = zero_spread(rule_rewards(gens[-1], new, prefix, config)[0].view(-1, G))
+            spread += tu.all_sum(int((~zero).sum()))  # DIST: groups with spread on all ranks
+    return batch, Generation.cat(gens), position
+
+
+def rule_rewards(gen, batch, prefix, config):
+    """Reward (N,) of prefix + completion (accuracy and format, weighted, + DAPO's overlong penalty), acc, fmt."""
+    rows_ex = [ex for ex in batch for _ in range(config.num_generations)]  # row i*G+g is prompt i's g-th sample
+    acc, fmt = torch.tensor([[rewards.accuracy_reward(prefix + c, ex, config.answer_checker),
+                              rewards.format_reward(prefix + c, ex)] for c, ex in zip(gen.texts, rows_ex)]).T  # (N,)
+    w_acc, w_fmt = config.reward_weights
+    penalty = overlong_penalty(gen.lengths, config.max_completion_length, config.overlong_buffer)
+    return w_acc * acc + w_fmt * fmt + penalty, acc, fmt
 
 
 @dataclass
@@ -273,38 +243,35 @@ class Scored:
 
 
 def score(gen, batch, prompts, prefix, config, device):
-    """2. Rule rewards (accuracy + format, weighted, + DAPO's overlong penalty) of prefix + completion (prefix: the
-    think block the prompt opened, tokenizer.completion_prefix), group advantages, which rows are trained on and in
-    which micro-batches."""
-    P, G = len(batch), config.num_generations
-    rows_ex = [ex for ex in batch for _ in range(G)]  # row i*G+g is prompt i's g-th sample
-    acc, fmt = torch.tensor([[rewards.accuracy_reward(prefix + c, ex, config.answer_checker),
-                              rewards.format_reward(prefix + c, ex)]
-                             for c, ex in zip(gen.texts, rows_ex)]).T  # (N,) each
+    """2. Rule rewards of every completion sampled (rule_rewards), the metrics over all of them; the batch: P
+    groups, those with reward spread first (fill_batch; all of them unless --dynamic-sampling sampled more);
+    its group advantages, which rows are trained on and in which micro-batches."""
+    P, G = config.num_prompts // tu.world(), config.num_generations  # DIST: P is this rank's share
+    reward, acc, fmt = rule_rewards(gen, batch, prefix, config)  # (R,) each, R = N or more rows
     truncated = torch.tensor([f == "length" for f in gen.finish])
-    w_acc, w_fmt = config.reward_weights
-    reward = w_acc * acc + w_fmt * fmt + overlong_penalty(gen.lengths, config.max_completion_length,
-                                                          config.overlong_buffer)  # (N,)
+    zero = zero_spread(reward.view(-1, G))  # (R / G,)
+    # DIST: the metrics and the loss normalisers are those of the global batch (gathered / summed over ranks).
+    rw, ac, fm, ln, tr, zs = (tu.all_gather(t) for t in (reward, acc, fmt, gen.lengths, truncated, zero))
+    metrics = {"reward": rw.mean().item(), "reward_std": rw.std().item(), "accuracy": ac.mean().item(),
+               "accuracy_std": ac.std().item(), "format": fm.mean().item(), "format_std": fm.std().item(),
+               "completion_len": ln.float().mean().item(), "completion_len_max": int(ln.max()),
+               "truncated": tr.float().mean().item(), "zero_spread": zs.float().mean().item(),
+               "sample_rounds": len(batch) // P}
+    groups = fill_batch(zero, P)  # (P,)
+    rows = (groups[:, None] * G + torch.arange(G)).flatten()  # (N,) the rows of the batch
+    reward, truncated, lengths, tokens = (t[rows] for t in (reward, truncated, gen.lengths, gen.tokens))
     adv = group_advantages(reward.view(P, G), config.scale_rewards).view(-1)  # (N,)
-    zero = zero_spread(reward.view(P, G))  # (P,)
-    keep = (~zero).repeat_interleave(G).nonzero()[:, 0]  # rows of the groups that carry signal
-    mask = completion_mask(gen.lengths, gen.tokens.shape[1],
-                           truncated if config.mask_truncated_completions else None)  # (N, Tc)
-    idx, start = pad_left([prompts[ex["problem"]] for ex in rows_ex])  # as the sampler laid them out
-    # DIST: the loss normalisers and the metrics are those of the global batch (summed / gathered over ranks).
+    # Zero-spread groups: advantage 0, no policy term; kept only for the KL term (deviation 5).
+    keep = torch.arange(len(rows)) if config.beta > 0 else (~zero[groups]).repeat_interleave(G).nonzero()[:, 0]
+    mask = completion_mask(lengths, tokens.shape[1], truncated if config.mask_truncated_completions else None)
+    idx, start = pad_left([prompts[batch[int(g)]["problem"]] for g in groups for _ in range(G)])  # (N, Tp)
     num_seqs, num_tokens = tu.all_sum(len(keep)), max(tu.all_sum(float(mask[keep].sum())), 1.0)
-    reward, acc, fmt, lengths, truncated, zero = (tu.all_gather(t) for t in (reward, acc, fmt, gen.lengths,
-                                                                            truncated, zero))
-    metrics = {"reward": reward.mean().item(), "reward_std": reward.std().item(), "accuracy": acc.mean().item(),
-               "accuracy_std": acc.std().item(), "format": fmt.mean().item(), "format_std": fmt.std().item(),
-               "completion_len": lengths.float().mean().item(), "completion_len_max": int(lengths.max()),
-               "truncated": truncated.float().mean().item(), "zero_spread": zero.float().mean().item(),
-               "trained_rows": num_seqs}
+    metrics["trained_rows"] = num_seqs
     with_loss = keep[mask[keep].sum(1) > 0]  # (a truncated completion may have none)
-    micro = tu.micro_batches(with_loss, gen.lengths, mask, config.micro_batch_size, device)
+    micro = tu.micro_batches(with_loss, lengths, mask, config.micro_batch_size, device)
     on = lambda t: t.to(device)
-    return Scored(on(torch.cat([idx, gen.tokens], 1)), on(start), idx.shape[1], on(gen.tokens), on(mask), on(adv),
-                  on(gen.logprobs), micro, num_seqs=num_seqs, num_tokens=num_tokens, metrics=metrics)
+    return Scored(on(torch.cat([idx, tokens], 1)), on(start), idx.shape[1], on(tokens), on(mask), on(adv),
+                  on(gen.logprobs[rows]), micro, num_seqs=num_seqs, num_tokens=num_tokens, metrics=metrics)
 
 
 @torch.no_grad()
@@ -333,16 +300,24 @@ def update(model, optimizer, b, ref_logp, config, step):
                     continue
                 rows, Tm, sel = mb
                 m = b.mask[rows, :Tm]
-                logp, ent = tu.completion_logprobs(model, *b.cut(rows, Tm), sel, config.temperature, entropy=it == 0)
+                logp, ent = tu.completion_logprobs(model, *b.cut(rows, Tm), sel, config.temperature,
+                                                   entropy=it == 0 or config.top_entropy_quantile < 1)
                 if it == 0:
                     old_logp[rows, :Tm] = logp.detach()
                     ent_sum += ent.detach().sum()
                     gap_sum += ((b.sampler_logp[rows, :Tm] - logp.detach()).abs() * m).sum()
+                weight = torch.ones_like(m)  # (M, Tm) on each token's policy term: TIS, the high-entropy mask
+                if config.importance_sampling_cap > 0:
+                    weight *= truncated_is_weight(old_logp[rows, :Tm], b.sampler_logp[rows, :Tm],
+                                                  config.importance_sampling_cap)
+                if config.top_entropy_quantile < 1:
+                    weight.view(-1)[sel] *= high_entropy_mask(ent.detach(), config.top_entropy_quantile)
                 loss, st = policy_loss(logp, old_logp[rows, :Tm], b.adv[rows], m, epsilon=config.epsilon,
                                        epsilon_high=config.epsilon_high, beta=config.beta,
-                                       ref_logp=ref_logp[rows, :Tm], loss_type=config.loss_type,
+                                       ref_logp=ref_logp[rows, :Tm], loss_type=config.loss_type, token_weight=weight,
+                                       importance_sampling_level=config.importance_sampling_level,
                                        max_completion_length=config.max_completion_length, num_seqs=b.num_seqs,
-                                       num_tokens=b.num_tokens)
+                                       num_tokens=b.num_tokens, num_micro_batches=len(micro) * tu.world())
                 # A NaN/inf loss makes the gradient norm non-finite: the update is skipped. DIST: x world size,
                 # since DDP averages the ranks' gradients and the loss is their sum (train_utils, distributed).
                 (loss * tu.loss_scale()).backward()
@@ -421,12 +396,11 @@ def train(config):
                          disable=not tu.is_main()):
             t0 = time.perf_counter()
             tu.peak_memory_gib(device, reset=True)
-            batch = tu.share(tu.next_examples(examples, position, config.num_prompts, config.seed))  # DIST: mine
-            position += config.num_prompts  # (global: a resume may use another number of processes)
             optimizer.set_lr(tu.lr_at(step, config.learning_rate, config.warmup_steps, config.max_steps,
                                       config.lr_scheduler_type))
             with tu.Timer() as t_gen:
-                gen = rollout(tu.refresh_copy(sampler, model), tok, batch, prompts, config, step, stop)  # DIST
+                batch, gen, position = rollout(tu.refresh_copy(sampler, model), tok, examples, position, prompts,
+                                               prefix, config, step, stop)  # DIST: the sampler copy
             with tu.Timer() as t_score:
                 scored = score(gen, batch, prompts, prefix, config, device)
                 ref_logp = reference_logprobs(ref, scored, config.temperature)

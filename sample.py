@@ -45,6 +45,15 @@ class Generation:
     finish: list  # per row: "eos", "stop" or "length"
     texts: list = field(default_factory=list)  # decoded completions, when a tokenizer was given
 
+    @staticmethod
+    def cat(gens):
+        """One Generation of the rows of several (grpo's dynamic sampling), padded to the longest."""
+        T = max(g.tokens.shape[1] for g in gens)
+        pad = lambda t: torch.nn.functional.pad(t, (0, T - t.shape[1]))
+        return Generation(torch.cat([pad(g.tokens) for g in gens]), torch.cat([g.lengths for g in gens]),
+                          torch.cat([pad(g.logprobs) for g in gens]), sum((g.finish for g in gens), []),
+                          sum((g.texts for g in gens), []))
+
 
 def check_sampling(temperature, top_p, top_k, max_new_tokens, num_samples, length_flag="--max-new-tokens"):
     """Refuse, in one line, sampling settings that mean nothing (a NaN temperature, an empty nucleus, ...);

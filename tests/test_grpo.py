@@ -1,6 +1,6 @@
-"""GRPO, checked piece by piece: advantages, filtering, masking, the loss variants and their gradient against values
-worked out by hand and against the textbook formula, then the whole loop on a tiny model (bad configurations,
-exact resume, Ctrl-C, and that the reward rises)."""
+"""GRPO's trainer (the objective's formulas are tests/test_objective.py): the trainer's log-probs against the
+sampler's, the doctor, then the whole loop on a tiny model (bad configurations, exact resume, Ctrl-C, the
+objective's options, and that the reward rises)."""
 import json
 import math
 import os
@@ -14,7 +14,7 @@ from conftest import ROOT, write_checkpoint
 
 import grpo
 import train_utils as tu
-from grpo import completion_mask, group_advantages, kl_k3, overlong_penalty, policy_loss, zero_spread
+from objective import completion_mask
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -24,140 +24,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-# ------------------------------------------------------------------------------------ the objective, by hand
-
-
-def test_group_advantages_standardise_within_each_group():
-    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [2.0, 2.0, 2.0, 2.0]])
-    # Group 0: mean 0.5, unbiased std sqrt(4 * 0.25 / 3) = 1/sqrt(3), so A = +-0.5 * sqrt(3) = +-0.8660.
-    a = group_advantages(r, eps=0.0)
-    assert torch.allclose(a[0], torch.tensor([1.0, -1.0, -1.0, 1.0]) * math.sqrt(3) / 2)
-    assert torch.equal(group_advantages(r)[1], torch.zeros(4))  # equal rewards: 0, not 0/0
-    assert torch.equal(group_advantages(r, "none")[0], torch.tensor([0.5, -0.5, -0.5, 0.5]))  # Dr. GRPO
-
-
-def test_zero_spread_groups_are_found():
-    r = torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
-    assert zero_spread(r).tolist() == [True, False, True]
-
-
-def test_overlong_penalty_is_dapo_eq13():
-    # max 10 tokens, buffer 4: free up to 6 tokens, then -1/4 per token, -1 at the limit.
-    pen = overlong_penalty(torch.tensor([5, 6, 7, 8, 10]), max_len=10, buffer=4)
-    assert pen.tolist() == [0.0, 0.0, -0.25, -0.5, -1.0]
-    assert overlong_penalty(torch.tensor([10]), 10, 0).tolist() == [0.0]
-
-
-def test_truncation_masking_drops_whole_rows():
-    lengths, truncated = torch.tensor([2, 0, 3]), torch.tensor([False, False, True])
-    assert completion_mask(lengths, 3).tolist() == [[1, 1, 0], [0, 0, 0], [1, 1, 1]]
-    assert completion_mask(lengths, 3, truncated).tolist() == [[1, 1, 0], [0, 0, 0], [0, 0, 0]]
-
-
-def test_kl_k3_by_hand():
-    logp, ref = torch.tensor([math.log(0.5), 0.3]), torch.tensor([math.log(0.25), 0.3])
-    # d = log(0.25 / 0.5) = -log 2: exp(d) - d - 1 = 0.5 + log 2 - 1 = 0.193147; equal log-probs give 0.
-    assert torch.allclose(kl_k3(logp, ref), torch.tensor([0.5 + math.log(2) - 1, 0.0]))
-    assert (kl_k3(torch.randn(100), torch.randn(100)) >= 0).all()
-
-
-def hand_batch():
-    """Two completions. Row 0: A = +1, ratios 1.5 and 1.0. Row 1: A = -2, one token, ratio 0.5 (its second
-    token is padding). With epsilon 0.2 the per-token losses are -min(rA, clip(r)A):
-      row 0: -min(1.5, 1.2) = -1.2 (clipped), -min(1.0, 1.0) = -1.0;   row 1: -min(-1.0, -1.6) = +1.6 (clipped)."""
-    logp = torch.log(torch.tensor([[0.5, 0.5], [0.25, 0.9]]))
-    old = logp - torch.log(torch.tensor([[1.5, 1.0], [0.5, 3.0]]))
-    adv, mask = torch.tensor([1.0, -2.0]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])
-    return logp, old, adv, mask
-
-
-@pytest.mark.parametrize("loss_type, expected", [
-    ("grpo", ((-1.2 - 1.0) / 2 + 1.6) / 2),  # per-sequence means (-1.1, 1.6), averaged over 2 sequences: 0.25
-    ("dr_grpo", (-1.2 - 1.0 + 1.6) / (2 * 4)),  # token sum / (2 sequences * max length 4): -0.075
-    ("dapo", (-1.2 - 1.0 + 1.6) / 3),  # token sum / 3 real tokens: -0.2
-])
-def test_loss_types_by_hand(loss_type, expected):
-    logp, old, adv, mask = hand_batch()
-    loss, st = policy_loss(logp, old, adv, mask, epsilon=0.2, loss_type=loss_type, max_completion_length=4)
-    assert loss.item() == pytest.approx(expected, abs=1e-6)
-    assert st["clipped"].item() == 2 and st["tokens"].item() == 3  # the padding token's ratio 3.0 is not counted
-
-
-def test_clip_higher_lets_the_positive_token_grow():
-    logp, old, adv, mask = hand_batch()
-    # epsilon_high 0.6: ratio 1.5 < 1.6 is no longer clipped, row 0 = (-1.5 - 1.0) / 2; row 1 keeps its lower clip.
-    loss, st = policy_loss(logp, old, adv, mask, epsilon=0.2, epsilon_high=0.6, loss_type="grpo")
-    assert loss.item() == pytest.approx((-1.25 + 1.6) / 2, abs=1e-6)
-    assert st["clipped"].item() == 1
-
-
-def test_kl_term_by_hand():
-    logp, old, adv, mask = hand_batch()
-    ref = logp.clone()
-    ref[0, 0] = math.log(0.25)  # KL_k3 = 0.193147 on that token, 0 elsewhere
-    loss, st = policy_loss(logp, old, adv, mask, beta=0.1, ref_logp=ref, loss_type="dapo")
-    assert loss.item() == pytest.approx((-0.6 + 0.1 * (0.5 + math.log(2) - 1)) / 3, abs=1e-6)
-    assert st["kl"].item() == pytest.approx(0.5 + math.log(2) - 1, abs=1e-6)
-
-
-def textbook_objective(logp, old, ref, adv, lengths, eps, beta):
-    """DeepSeekMath eq. 3 for one group, written with loops exactly as printed:
-    J = 1/G sum_i 1/|o_i| sum_t [ min(r A, clip(r, 1-eps, 1+eps) A) - beta KL_k3 ]."""
-    G, total = len(lengths), 0.0
-    for i in range(G):
-        seq = 0.0
-        for t in range(lengths[i]):
-            r = torch.exp(logp[i, t] - old[i, t])
-            surrogate = torch.min(r * adv[i], torch.clamp(r, 1 - eps, 1 + eps) * adv[i])
-            kl = torch.exp(ref[i, t] - logp[i, t]) - (ref[i, t] - logp[i, t]) - 1
-            seq = seq + surrogate - beta * kl
-        total = total + seq / lengths[i]
-    return total / G
-
-
-def test_gradient_matches_textbook_autograd_and_closed_form():
-    torch.manual_seed(0)
-    G, T, eps = 6, 5, 0.2
-    lengths = [5, 3, 1, 4, 2, 5]
-    mask = completion_mask(torch.tensor(lengths), T)
-    old = torch.randn(G, T)
-    logp0 = old + 0.4 * torch.randn(G, T)  # ratios spread over e^(+-0.8): many outside [0.8, 1.2]
-    ref = old + 0.1 * torch.randn(G, T)
-    adv = torch.randn(G)
-    for beta in (0.0, 0.05):
-        ours = logp0.clone().requires_grad_()
-        loss, _ = policy_loss(ours, old, adv, mask, epsilon=eps, beta=beta, ref_logp=ref, loss_type="grpo")
-        loss.backward()
-        book = logp0.clone().requires_grad_()
-        (-textbook_objective(book, old, ref, adv, lengths, eps, beta)).backward()
-        assert loss.item() == pytest.approx(-textbook_objective(logp0, old, ref, adv, lengths, eps, beta).item(),
-                                            abs=1e-6)
-        assert torch.allclose(ours.grad, book.grad * mask, atol=1e-6)
-    # Closed form with beta = 0: d loss / d logp = -A r / (G |o|) where the clip is inactive, 0 where it bites.
-    r = (logp0 - old).exp()
-    active = ~(((r > 1 + eps) & (adv[:, None] > 0)) | ((r < 1 - eps) & (adv[:, None] < 0)))
-    expected = -adv[:, None] * r / (G * torch.tensor(lengths, dtype=torch.float)[:, None]) * active * mask
-    ours = logp0.clone().requires_grad_()
-    policy_loss(ours, old, adv, mask, epsilon=eps, loss_type="grpo")[0].backward()
-    assert torch.allclose(ours.grad, expected, atol=1e-6)
-    assert (ours.grad[mask.bool()] == 0).any()  # some tokens really were clipped
-
-
-def test_micro_batches_add_up_to_the_full_batch():
-    """Gradient accumulation: each micro-batch uses the whole batch's normaliser, so the sum of micro-batch
-    losses is the full-batch loss for every loss type."""
-    torch.manual_seed(1)
-    logp, old = torch.randn(6, 4), torch.randn(6, 4)
-    adv = torch.randn(6)
-    mask = completion_mask(torch.tensor([4, 2, 3, 1, 4, 2]), 4)
-    for lt in ("grpo", "dr_grpo", "dapo"):
-        kw = dict(loss_type=lt, max_completion_length=4)
-        full, _ = policy_loss(logp, old, adv, mask, **kw)
-        parts = sum(policy_loss(logp[i:i + 2], old[i:i + 2], adv[i:i + 2], mask[i:i + 2], num_seqs=6,
-                                num_tokens=mask.sum(), **kw)[0] for i in (0, 2, 4))
-        assert parts.item() == pytest.approx(full.item(), abs=1e-6)
 
 
 def test_sampler_and_trainer_logprobs_agree(tiny_checkpoint):
@@ -268,6 +134,7 @@ def run(tiny_task, out, *extra, steps=4):
     (["--num-generations", "1"], "at least 2"),
     (["--max-completion-length", "600"], "do not fit the model's context of 512"),
     (["--task", "no_such_file.jsonl"], "unknown dataset"),
+    (["--loss-type", "cispo"], "pass --epsilon-high > 1"),  # its default, epsilon 0.2, would cap every weight at 0.2
 ])
 def test_bad_configurations_give_one_line_errors(tiny_task, tmp_path, flags, message):
     with pytest.raises((ValueError, FileNotFoundError)) as e:
@@ -295,9 +162,11 @@ def test_command_line_error_is_one_line(tiny_task, tmp_path):
 
 def test_resume_is_exact(tiny_task, tmp_path):
     """N steps, stop, resume for N more == 2N steps in one go, bit for bit (weights and optimizer state), with
-    the reference model, two updates per batch and every hygiene option switched on."""
+    the reference model, two updates per batch and every hygiene option switched on (dynamic sampling too: the
+    extra rounds move the data position). With --beta > 0 the zero-spread groups stay, for their KL term."""
     flags = ["--beta", "0.05", "--num-iterations", "2", "--mask-truncated-completions", "--overlong-buffer", "2",
-             "--epsilon-high", "0.28", "--save-steps", "2"]
+             "--epsilon-high", "0.28", "--save-steps", "2", "--dynamic-sampling", "--importance-sampling-cap", "2",
+             "--top-entropy-quantile", "0.5"]
     straight = run(tiny_task, tmp_path / "a", *flags, steps=4).history
     run(tiny_task, tmp_path / "b", *flags, steps=2)
     resumed = run(tiny_task, tmp_path / "b", *flags, "--resume", str(tmp_path / "b"), steps=4).history
@@ -308,8 +177,29 @@ def test_resume_is_exact(tiny_task, tmp_path):
     sb = torch.load(tmp_path / "b/checkpoint-4/trainer_state.pt", weights_only=True)["optimizer"]["adamw"]["state"]
     assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
     assert [r["reward"] for r in straight] == [r["reward"] for r in resumed]  # metrics.jsonl continues too
+    assert all(r["trained_rows"] == 16 for r in straight)  # all P * G rows, zero-spread groups included
     initial = load_file(tiny_task[0] / "model.safetensors")
     assert not torch.equal(a["model.norm.weight"], initial["model.norm.weight"])  # it did train
+
+
+def test_dynamic_sampling_resamples_until_every_group_has_spread(tiny_task, tmp_path):
+    """DAPO §3.2 in the loop: a step's batch holds P groups with reward spread (all P * G rows trained), unless
+    the extra rounds ran out. The prompts of several rounds are re-padded together for the trainer: in fp32 its
+    log-probs still equal the sampler's."""
+    h = run(tiny_task, tmp_path, "--dynamic-sampling", "--max-resample-rounds", "2", steps=4).history
+    assert all(r["trained_rows"] == 16 or r["sample_rounds"] == 3 for r in h)
+    assert any(r["sample_rounds"] > 1 for r in h)  # it did resample (the tiny model is at chance)
+    assert max(r["logp_gap"] for r in h if r["logp_gap"] is not None) < 1e-4
+
+
+@pytest.mark.parametrize("flags", [
+    ["--loss-type", "cispo", "--epsilon-high", "5"],
+    ["--loss-type", "bnpo", "--importance-sampling-level", "sequence", "--scale-rewards", "batch"],
+])
+def test_objective_variants_train(tiny_task, tmp_path, flags):
+    h = run(tiny_task, tmp_path, *flags, steps=2).history
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in h)
+    assert any(r["grad_norm"] > 0 for r in h)
 
 
 def test_ctrl_c_saves_and_stops(tiny_task, tmp_path, monkeypatch):
