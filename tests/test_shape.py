@@ -1,9 +1,12 @@
-"""The shape of the code, checked: no import cycle among the repository's modules, lazy imports inside functions
-included (an import cycle hidden in a function body still makes the two modules one concept that can only be read
+"""The shape of the code, checked: no function over 70 lines in the top-level modules (a longer one holds steps
+that deserve names), and no import cycle among the repository's modules, lazy imports inside functions included
+(an import cycle hidden in a function body still makes the two modules one concept that can only be read
 together)."""
 import ast
 
 from conftest import ROOT
+
+MAX_FUNCTION_LINES = 70
 
 
 def _modules():
@@ -29,6 +32,17 @@ def _imports(tree, known):
             if name.startswith("kernels."):
                 found.add("kernels")  # importing a submodule runs the package's __init__ first
     return found
+
+
+def test_no_function_over_70_lines_in_top_level_modules():
+    long = []
+    for p in sorted(ROOT.glob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long.append(f"{p.name}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, "functions over 70 lines (split them into named steps): " + ", ".join(long)
 
 
 def test_no_import_cycle_among_repository_modules():
