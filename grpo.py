@@ -375,16 +375,7 @@ def train(config):
                                       checkpointing=config.gradient_checkpointing, fsdp=config.fsdp,
                                       otherwise="lower --num-generations or --max-completion-length")
     config = replace(config, micro_batch_size=micro_batch)
-    ref = None  # the frozen initial policy, only needed for the KL term
-    if config.beta > 0:
-        ref = load_model(config.model, device, config.dtype, kernels=not config.no_kernels)[0].eval()
-        ref.requires_grad_(False)
-    sampler = tu.full_copy(model, config.fsdp)  # DIST: samples and is saved (--fsdp: a full copy per rank)
-    model = tu.wrap_model(model, config.fsdp)  # DIST: DDP, or FSDP2 shards (before the optimizer sees them)
-    optimizer = tu.MasterAdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    start_step, position = tu.load_trainer_state(ckpt, optimizer) if ckpt else (0, 0)
-    if ckpt:
-        print(f"resumed from {ckpt} at step {start_step}")
+    model, sampler, ref, optimizer, start_step, position = build_trainer(model, config, device, ckpt)
     if tu.is_main():  # DIST: rank 0 alone checks and prepares OUT (the others would see its new files)
         tu.prepare_output_dir(config.output_dir, ckpt, config.overwrite_output_dir)  # never over another run
     tu.barrier()
@@ -433,6 +424,22 @@ def train(config):
     if tu.is_main():
         tu.plot_curves(metrics.history, metrics.png, CURVES)
     return tu.TrainResult(tu.refresh_copy(sampler, model), tok, metrics.history, out_dir, last_ckpt)
+
+
+def build_trainer(model, config, device, ckpt):
+    """The frozen reference (beta > 0), the sampler's copy, the wrapped policy and its optimizer, resumed from
+    `ckpt` when given: (model, sampler, ref, optimizer, start_step, data_position)."""
+    ref = None  # the frozen initial policy, only needed for the KL term
+    if config.beta > 0:
+        ref = load_model(config.model, device, config.dtype, kernels=not config.no_kernels)[0].eval()
+        ref.requires_grad_(False)
+    sampler = tu.full_copy(model, config.fsdp)  # DIST: samples and is saved (--fsdp: a full copy per rank)
+    model = tu.wrap_model(model, config.fsdp)  # DIST: DDP, or FSDP2 shards (before the optimizer sees them)
+    optimizer = tu.MasterAdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    start_step, position = tu.load_trainer_state(ckpt, optimizer) if ckpt else (0, 0)
+    if ckpt:
+        print(f"resumed from {ckpt} at step {start_step}")
+    return model, sampler, ref, optimizer, start_step, position
 
 
 def run_eval(model, tok, examples, template, config, out_path):
