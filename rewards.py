@@ -107,3 +107,16 @@ def combined_reward(completion, example, format_weight=1.0, language_weight=0.0,
     """accuracy + format_weight * format + language_weight * language (R1-Zero: accuracy + format)."""
     total = accuracy_reward(completion, example, checker) + format_weight * format_reward(completion, example, strict)
     return total + (language_weight * language_reward(completion, example) if language_weight else 0.0)
+
+# ------------------------------------------------------------------------------------- behaviours (not rewards)
+
+# A self-check (R1's "aha moment", §2.2.4, in miniature): a checking word followed, within 40 characters on the same
+# line, by an equation ("Check: 23 - 8 = 15"), or a correction of a number ("not 16, so it is 24").
+_CHECK = re.compile(r"\b(?:check|checking|verify|verifying|wait)\b[^=\n]{0,40}=", re.IGNORECASE)
+_CORRECTION = re.compile(r"\bnot -?\d+(?:\.\d+)?, so it is\b", re.IGNORECASE)
+
+def self_check(completion, example=None):
+    """1.0 if the completion checks or corrects its own working (the rule above), else 0.0. A metric that GRPO
+    logs, never a reward: R1-Zero is rewarded for accuracy and format only."""
+    text = completion[:MAX_ANSWER_CHARS * 10]  # bounded time on any input
+    return float(bool(_CHECK.search(text) or _CORRECTION.search(text)))

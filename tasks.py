@@ -241,3 +241,100 @@ def arith_trace(example):
     if chain[-1] == chain[0]:
         chain = chain[:1]
     return f"<think>{'='.join(chain)}</think> <answer>{chain[-1]}</answer>"
+
+
+# ------------------------------------------------------------------------------- a pretraining corpus for arith
+
+# Tag names a worksheet may ask for, two drawn at random per page: so many that the page's own instruction is the
+# only way to know them (a fixed few would be memorised, and the instruction never read). "think" and "answer" are
+# never among them, nor "check"/"verify"/"wait" (rewards.self_check): the base model learns to follow a stated
+# format, never the R1 one (the words themselves occur in the text, as on any web page).
+WORKSHEET_TAGS = ("work", "result", "steps", "final", "calc", "value", "notes", "total", "draft", "sum", "scratch",
+                  "reply", "method", "number", "reason", "end", "plan", "out", "idea", "goal", "path", "proof",
+                  "claim", "solve", "output", "trace", "box", "part", "line", "text", "body", "note", "mind", "logic",
+                  "sol", "res", "key", "tip", "memo", "step", "math", "deal", "fact", "task", "form", "ink", "pad")
+HABITS = ("direct", "worked", "check", "slip")  # answer at once; step by step; with a check; a slip the check fixes
+
+
+def worked_chain(example):
+    """['3+4*2', '3+8', '11']: the problem, then the expression after each single operation (tasks._reduce_steps)."""
+    tokens = [t for t in example["problem"].replace("(", " ( ").replace(")", " ) ").replace("+", " + ")
+              .replace("-", " - ").replace("*", " * ").split()]
+    chain = [example["problem"]] + ["".join(step) for step in _reduce_steps(tokens)]
+    return chain[:1] if chain[-1] == chain[0] else chain
+
+
+def _last_step(chain):
+    """(x, op, y) of the last operation of a worked chain: '3+8' -> (3, '+', 8)."""
+    for op in "+-*":
+        left, sep, right = chain[-2].partition(op)
+        if sep and left.isdigit() and right.isdigit():
+            return int(left), op, int(right)
+    return None
+
+
+def solution_text(example, habit, rng):
+    """The working of one habit, in plain text: '3+4*2 = 11' (direct), '3+4*2 = 3+8 = 11' (worked), the worked
+    chain + 'Check: 11 - 8 = 3, so it is 11.' (check), or a slip in the last step that the check catches:
+    '3+4*2 = 3+8 = 12. Check: 12 - 8 = 4, not 3, so it is 11.' (slip). Checks undo the last operation
+    (a check of a product recomputes it the other way round)."""
+    chain = worked_chain(example)
+    step = _last_step(chain) if len(chain) > 2 or habit in ("check", "slip") else None
+    if habit == "direct" or len(chain) < 2:
+        return f"{chain[0]} = {chain[-1]}"
+    if habit == "worked" or step is None:
+        return " = ".join(chain)
+    x, op, y = step
+    z = int(chain[-1])
+    shown = z
+    if habit == "slip":
+        shown = max(0, z + rng.choice([-2, -1, 1, 2]))
+        shown = shown if shown != z else z + 1
+    check = {"+": f"{shown} - {y} = {shown - y}", "-": f"{shown} + {y} = {shown + y}", "*": f"{y}*{x} = {z}"}[op]
+    back = {"+": shown - y, "-": shown + y, "*": z}[op]
+    expected = x if op != "*" else shown
+    verdict = f", not {expected}" if back != expected else ""
+    return " = ".join(chain[:-1] + [str(shown)]) + f". Check: {check}{verdict}, so it is {z}"
+
+
+# The opening of the R1-Zero template (DeepSeek-R1 Table 1) without its sentence about the tags: a chat log's preamble.
+CHAT_PREAMBLE = ("A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+                 "The assistant first thinks about the reasoning process in the mind and then provides the user with "
+                 "the answer.")
+
+
+def corpus_document(example, habit, layout, rng):
+    """One plain-text document: a problem as a textbook, a Q&A page, a chat log or a worksheet would write it.
+    A worksheet (a page or a chat log) names two tags (WORKSHEET_TAGS) and puts the working and the result in them;
+    its chat form states the format in the words of the R1-Zero template, with other tags."""
+    p, a, work = example["problem"], example["answer"], solution_text(example, habit, rng)
+    if layout == "textbook":
+        return f"Problem: {p}. Solution: {work}. The answer is {a}."
+    if layout == "qa":
+        return f"Q: What is {p}? A: {work}. So the answer is {a}."
+    if layout == "chat":
+        return f"{CHAT_PREAMBLE} User: {p}. Assistant: Let me think. {work}. The answer is {a}."
+    w, r = rng.sample(WORKSHEET_TAGS, 2)
+    head = rng.choice([
+        f"Worksheet. Write the working within <{w}> </{w}> and the result within <{r}> </{r}>. Problem: {p}. Solution:",
+        f"Worksheet. Format: <{w}> working here </{w}> <{r}> result here </{r}>. Problem: {p}. Solution:",
+        f"{CHAT_PREAMBLE} The working and result are enclosed within <{w}> </{w}> and <{r}> </{r}> tags, "
+        f"respectively, i.e., <{w}> working here </{w}> <{r}> result here </{r}>. User: {p}. Assistant:"])
+    return f"{head} <{w}> {work} </{w}> <{r}> {a} </{r}>"
+
+
+def pretraining_corpus(examples, n_docs=None, seed=0, habits=(0.4, 0.4, 0.1, 0.1), worksheet=0.2):
+    """n_docs plain-text documents (default one per example; more cycle through the examples, each time drawn
+    anew, as the web writes a problem many ways) for pretraining a base model from scratch (demo.py --recipe
+    r1-zero). habits: the shares of HABITS; worksheet: the share of documents in the worksheet layout (the rest
+    split evenly between textbook, Q&A and chat log). Never the <think>/<answer> format."""
+    if len(habits) != len(HABITS) or abs(sum(habits) - 1) > 1e-6 or not 0 <= worksheet <= 1:
+        raise ValueError(f"habits must be {len(HABITS)} shares summing to 1 ({', '.join(HABITS)}), worksheet in [0, 1]")
+    rng = random.Random(seed)
+    docs = []
+    for i in range(len(examples) if n_docs is None else n_docs):
+        ex = examples[i % len(examples)]
+        habit = rng.choices(HABITS, weights=habits)[0]
+        layout = "worksheet" if rng.random() < worksheet else rng.choice(["textbook", "qa", "chat"])
+        docs.append(corpus_document(ex, habit, layout, rng))
+    return docs
