@@ -14,7 +14,8 @@ GRPO / R1-Zero: reinforcement learning of a base model on verifiable problems, r
 One step (GRPO: DeepSeekMath §4.1, eq. 3; DeepSeek-R1 §2.2), each part a function below, called by train():
   1. rollout: sample G completions for each of P prompts (sample.py: KV cache, CUDA graphs, Triton kernels);
      with --dynamic-sampling (DAPO §3.2) more rounds of P prompts until P groups have reward spread.
-  2. score: the rule rewards (rewards.py), accuracy + format weighted by --reward-weights, and
+  2. score: the rule rewards (rewards.py), accuracy + format weighted by --reward-weights (the share of
+     completions with a self-check, rewards.self_check, is logged as `chk`, never rewarded), and
   3. the advantage of a completion = its reward standardised within its group of G (no value network). Groups
      whose G rewards are all equal carry no signal (every advantage is 0) and are dropped before training,
      unless --beta > 0: then they stay for their KL term (as in TRL).
@@ -251,11 +252,13 @@ def score(gen, batch, prompts, prefix, config, device):
     truncated = torch.tensor([f == "length" for f in gen.finish])
     zero = zero_spread(reward.view(-1, G))  # (R / G,)
     # DIST: the metrics and the loss normalisers are those of the global batch (gathered / summed over ranks).
-    rw, ac, fm, ln, tr, zs = (tu.all_gather(t) for t in (reward, acc, fmt, gen.lengths, truncated, zero))
+    checks = torch.tensor([rewards.self_check(prefix + c) for c in gen.texts])  # (R,) logged, never rewarded
+    rw, ac, fm, ck, ln, tr, zs = (tu.all_gather(t) for t in (reward, acc, fmt, checks, gen.lengths, truncated, zero))
     metrics = {"reward": rw.mean().item(), "reward_std": rw.std().item(), "accuracy": ac.mean().item(),
                "accuracy_std": ac.std().item(), "format": fm.mean().item(), "format_std": fm.std().item(),
-               "completion_len": ln.float().mean().item(), "completion_len_max": int(ln.max()),
-               "truncated": tr.float().mean().item(), "zero_spread": zs.float().mean().item(),
+               "self_check": ck.mean().item(), "completion_len": ln.float().mean().item(),
+               "completion_len_max": int(ln.max()), "truncated": tr.float().mean().item(),
+               "zero_spread": zs.float().mean().item(),
                "sample_rounds": len(batch) // P}
     groups = fill_batch(zero, P)  # (P,)
     rows = (groups[:, None] * G + torch.arange(G)).flatten()  # (N,) the rows of the batch
@@ -349,10 +352,10 @@ def update(model, optimizer, b, ref_logp, config, step):
 
 
 LINE = [("step", "step", "d"), ("reward", "reward", ".3f"), ("acc", "accuracy", ".3f"), ("fmt", "format", ".3f"),
-        ("len", "completion_len", ".0f"), ("trunc", "truncated", ".2f"), ("zero", "zero_spread", ".2f"),
-        ("clip", "clip_frac", ".3f"), ("kl", "kl", ".4f"), ("ent", "entropy", ".3f"), ("gap", "logp_gap", ".1e"),
-        ("gen tok/s", "gen_tok_s", ".0f"), ("train tok/s", "train_tok_s", ".0f"), ("s", "step_time", ".1f"),
-        ("GiB", "peak_mem_gib", ".1f")]
+        ("chk", "self_check", ".2f"), ("len", "completion_len", ".0f"), ("trunc", "truncated", ".2f"),
+        ("zero", "zero_spread", ".2f"), ("clip", "clip_frac", ".3f"), ("kl", "kl", ".4f"), ("ent", "entropy", ".3f"),
+        ("gap", "logp_gap", ".1e"), ("gen tok/s", "gen_tok_s", ".0f"), ("train tok/s", "train_tok_s", ".0f"),
+        ("s", "step_time", ".1f"), ("GiB", "peak_mem_gib", ".1f")]
 CURVES = ("reward", "accuracy", "format", "completion_len", "eval_pass@1")
 
 

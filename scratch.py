@@ -29,34 +29,42 @@ TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]  # one token each 
 # Pre-tokenization: one digit per token (arithmetic sees digits, as in Qwen2), words with their leading space,
 # runs of punctuation, whitespace.
 SPLIT_PATTERN = r"\p{N}| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+"
+# The same for a base model that must read tags it never saw (tag_tokens=False): a word with no space before it
+# (a tag name after '<' or '</') is spelt letter by letter, so '<think>' is ' <', 't', 'h', 'i', 'n', 'k', '>':
+# pieces a corpus with other tag names trains. (With whole-word merges, 'think' and 'answer' would be tokens that
+# only the template holds: their embeddings would stay random and the tags could neither be read nor copied.)
+SPELL_SPLIT_PATTERN = r"\p{N}| \p{L}+|\p{L}| ?[^\s\p{L}\p{N}]+|\s+"
 
 
-def train_tokenizer(texts, vocab_size):
+def train_tokenizer(texts, vocab_size, tag_tokens=True):
     """A byte-level BPE tokenizer trained on texts: any string encodes (unknown bytes fall back to the 256 byte
-    tokens), with the special tokens the chat and R1 templates need."""
+    tokens), with the special tokens of the chat template and, if tag_tokens, the R1 tags as one token each (else
+    the tags are spelt in pieces, SPELL_SPLIT_PATTERN: what a base model pretrained without them needs)."""
     from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, trainers
     from tokenizers import Tokenizer as HFTokenizer
     tok = HFTokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated"),
+        pre_tokenizers.Split(Regex(SPLIT_PATTERN if tag_tokens else SPELL_SPLIT_PATTERN), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer)
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
+    if tag_tokens:
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
     return tok
 
 
-def build_from_scratch(texts, out_dir, size="tiny", vocab_size=512, seed=0, std=0.02):
+def build_from_scratch(texts, out_dir, size="tiny", vocab_size=512, seed=0, std=0.02, tag_tokens=True):
     """Train a tokenizer on texts and write OUT_DIR as a Hugging Face checkpoint of a randomly initialised Qwen2:
-    tokenizer.json, tokenizer_config.json, config.json, model.safetensors. Returns out_dir."""
+    tokenizer.json, tokenizer_config.json, config.json, model.safetensors. Returns out_dir. tag_tokens=False for
+    a base model pretrained on plain text (train_tokenizer)."""
     if size not in SCRATCH_CONFIGS:
         raise ValueError(f"unknown --from-scratch size {size!r}: pass one of {', '.join(SCRATCH_CONFIGS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    hf_tok = train_tokenizer(texts, vocab_size)
+    hf_tok = train_tokenizer(texts, vocab_size, tag_tokens)
     hf_tok.save(str(out_dir / "tokenizer.json"))
     eos = SPECIAL_TOKENS[0]
     (out_dir / "tokenizer_config.json").write_text(json.dumps(

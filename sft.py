@@ -8,7 +8,9 @@ and distillation (§2.4: a small model trained on a stronger model's verified tr
 
 Data: jsonl, one example per line, either {"prompt": "...", "response": "..."} (an EOS is appended to the
 response) or {"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]} (ChatML,
-the assistant turns are learnt). Reasoning traces are plain text: "<think> ... </think> <answer> ... </answer>".
+the assistant turns are learnt), or {"text": "..."} (plain text, every token learnt; --pretrain learns every token of
+every row: a base model, as demo.py --recipe r1-zero pretrains one). Reasoning traces are plain text:
+"<think> ... </think> <answer> ... </answer>".
 
 How a step works:
   1. Each example becomes token ids and labels: the id where the token is learnt (response / assistant turns,
@@ -61,23 +63,30 @@ def read_sft_jsonl(path):
         raise FileNotFoundError(f"{path} not found: pass a jsonl file with 'prompt'/'response' or 'messages' per line")
     rows = []
     for lineno, row in iter_jsonl(path):
-        ok = isinstance(row, dict) and (isinstance(row.get("messages"), list) or (
+        ok = isinstance(row, dict) and (isinstance(row.get("messages"), list) or isinstance(row.get("text"), str) or (
             isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)))
         turns = row.get("messages") if ok and "messages" in row else []
         ok = ok and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
                         for m in turns)
         if not ok:
-            raise ValueError(f"{path}:{lineno}: needs 'prompt' and 'response' strings or a 'messages' list "
-                             f"of {{'role', 'content'}} turns, each with string values")
+            raise ValueError(f"{path}:{lineno}: needs 'prompt' and 'response' strings, a 'text' string or a "
+                             f"'messages' list of {{'role', 'content'}} turns, each with string values")
         rows.append(row)
     if not rows:
         raise ValueError(f"{path} holds no examples")
     return rows
 
 
-def tokenize_example(tok, row, eos_id):
+def tokenize_example(tok, row, eos_id, every_token=False):
     """One example -> (ids, labels), both lists of the same length; labels[i] = ids[i] where the token is learnt.
-    Each piece is encoded on its own, so the prompt/response boundary is a token boundary."""
+    Each piece is encoded on its own, so the prompt/response boundary is a token boundary. A {"text": ...} row
+    (plain text, an EOS appended) learns every token, and so does every row when every_token (--pretrain)."""
+    if "text" in row:
+        ids = tok.encode(row["text"]) + [eos_id]
+        return ids, list(ids)
+    if every_token:
+        ids, _ = tokenize_example(tok, row, eos_id)
+        return ids, list(ids)
     if "messages" in row:
         text = render_chat(row["messages"], add_generation_prompt=False)
         # Split the rendered ChatML at the assistant turns: "<|im_start|>assistant\n" is given, the content and
@@ -165,8 +174,8 @@ def eval_loss(model, rows, device):
 
 def example_texts(rows):
     """The text of each SFT example, as the model will see it (what a from-scratch tokenizer is trained on)."""
-    return [render_chat(r["messages"], add_generation_prompt=False) if "messages" in r else r["prompt"] + r["response"]
-            for r in rows]
+    return [render_chat(r["messages"], add_generation_prompt=False) if "messages" in r else r["text"] if "text" in r
+            else r["prompt"] + r["response"] for r in rows]
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -178,12 +187,14 @@ LOG_FIELDS = [("step", "step", "d"), ("loss", "loss", ".4f"), ("eval", "eval_los
 @dataclass
 class SFTConfig:
     """Supervised fine-tuning on prompt/response or chat jsonl: the cold start of DeepSeek-R1 and distillation."""
-    data: str = option(REQUIRED, "training jsonl (prompt/response or messages)")
+    data: str = option(REQUIRED, "training jsonl (prompt/response, text or messages)")
     output_dir: str = option(REQUIRED, "metrics.jsonl, curves.png and checkpoint-STEP directories go here")
     model: str | None = option(None, "checkpoint directory or known name to fine-tune")
     from_scratch: str | None = option(None, "train a new tokenizer and model of this size instead",
                                       choices=list(SCRATCH_CONFIGS))
     vocab_size: int = option(512, "BPE vocabulary of a --from-scratch tokenizer")
+    pretrain: bool = option(False, "loss on every token, prompts included (pretraining a base model; a "
+                                   "--from-scratch tokenizer then spells the R1 tags in pieces: scratch.py)")
     eval_data: str | None = option(None, "evaluation jsonl (default: --eval-fraction of --data held out)")
     eval_fraction: float = option(0.05, "share of --data held out for evaluation when there is no --eval-data")
     max_length: int = option(2048, "tokens per packed row")
@@ -258,14 +269,15 @@ def train(config):
     if tu.is_main():  # DIST: rank 0 prepares OUT (and builds a from-scratch init/), the others then read it
         tu.prepare_output_dir(out, ckpt, config.overwrite_output_dir)  # never over another run (nor its init/)
         if not (ckpt or config.model):
-            build_from_scratch(example_texts(rows), out / "init", config.from_scratch, config.vocab_size, config.seed)
+            build_from_scratch(example_texts(rows), out / "init", config.from_scratch, config.vocab_size, config.seed,
+                               tag_tokens=not config.pretrain)
     tu.barrier()
     source = ckpt or config.model or out / "init"
     model, tok = load_model(source, device, config.dtype, kernels=not config.no_kernels)
     model.gradient_checkpointing, device = config.gradient_checkpointing, model.lm_head.weight.device
     eos_id = min(tok.eos_ids)  # <|endoftext|> in Qwen2.5 (base and instruct) and in our from-scratch tokenizer
-    docs = [tokenize_example(tok, r, eos_id) for r in rows]
-    eval_set = pack([tokenize_example(tok, r, eos_id) for r in eval_rows], config.max_length)
+    docs = [tokenize_example(tok, r, eos_id, config.pretrain) for r in rows]
+    eval_set = pack([tokenize_example(tok, r, eos_id, config.pretrain) for r in eval_rows], config.max_length)
     tu.share(range(config.gradient_accumulation_steps), "--gradient-accumulation-steps")  # DIST: refuse early
     full = tu.full_copy(model, config.fsdp)  # DIST: evaluates and is saved (--fsdp: a full copy per rank)
     model = tu.wrap_model(model, config.fsdp)  # DIST: DDP, or FSDP2 shards (before the optimizer sees them)

@@ -303,10 +303,21 @@ CHAT_PREAMBLE = ("A conversation between User and Assistant. The user asks a que
                  "the answer.")
 
 
-def corpus_document(example, habit, layout, rng):
+def random_tag(rng):
+    """A tag name of 3 to 7 random letters, never holding a word of the R1 format or of rewards.self_check."""
+    while True:
+        name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 7)))
+        if not any(w in name for w in ("think", "answer", "check", "verify", "wait")):
+            return name
+
+
+def corpus_document(example, habit, layout, rng, tag_names="words"):
     """One plain-text document: a problem as a textbook, a Q&A page, a chat log or a worksheet would write it.
-    A worksheet (a page or a chat log) names two tags (WORKSHEET_TAGS) and puts the working and the result in them;
-    its chat form states the format in the words of the R1-Zero template, with other tags."""
+    A worksheet (a page or a chat log) names two tags and puts the working and the result in them; its chat form
+    states the format in the words of the R1-Zero template, with other tags. tag_names: "words" (two of
+    WORKSHEET_TAGS) or "random" (random_tag: only copying them from the page's own instruction predicts them)."""
+    if tag_names not in ("words", "random"):
+        raise ValueError(f"unknown tag_names {tag_names!r}: pass words or random")
     p, a, work = example["problem"], example["answer"], solution_text(example, habit, rng)
     if layout == "textbook":
         return f"Problem: {p}. Solution: {work}. The answer is {a}."
@@ -314,20 +325,24 @@ def corpus_document(example, habit, layout, rng):
         return f"Q: What is {p}? A: {work}. So the answer is {a}."
     if layout == "chat":
         return f"{CHAT_PREAMBLE} User: {p}. Assistant: Let me think. {work}. The answer is {a}."
-    w, r = rng.sample(WORKSHEET_TAGS, 2)
+    w, r = rng.sample(WORKSHEET_TAGS, 2) if tag_names == "words" else (random_tag(rng), random_tag(rng))
     head = rng.choice([
         f"Worksheet. Write the working within <{w}> </{w}> and the result within <{r}> </{r}>. Problem: {p}. Solution:",
         f"Worksheet. Format: <{w}> working here </{w}> <{r}> result here </{r}>. Problem: {p}. Solution:",
         f"{CHAT_PREAMBLE} The working and result are enclosed within <{w}> </{w}> and <{r}> </{r}> tags, "
-        f"respectively, i.e., <{w}> working here </{w}> <{r}> result here </{r}>. User: {p}. Assistant:"])
+        f"respectively, i.e., <{w}> working here </{w}> <{r}> result here </{r}>. User: {p}. Assistant:",
+        f"{CHAT_PREAMBLE} The reasoning process and answer are enclosed within <{w}> </{w}> and <{r}> </{r}> tags, "
+        f"respectively, i.e., <{w}> reasoning process here </{w}> <{r}> answer here </{r}>. User: {p}. Assistant:"])
     return f"{head} <{w}> {work} </{w}> <{r}> {a} </{r}>"
 
 
-def pretraining_corpus(examples, n_docs=None, seed=0, habits=(0.4, 0.4, 0.1, 0.1), worksheet=0.2):
+def pretraining_corpus(examples, n_docs=None, seed=0, habits=(0.4, 0.4, 0.1, 0.1), worksheet=0.2,
+                       tag_names="words"):
     """n_docs plain-text documents (default one per example; more cycle through the examples, each time drawn
     anew, as the web writes a problem many ways) for pretraining a base model from scratch (demo.py --recipe
     r1-zero). habits: the shares of HABITS; worksheet: the share of documents in the worksheet layout (the rest
-    split evenly between textbook, Q&A and chat log). Never the <think>/<answer> format."""
+    split evenly between textbook, Q&A and chat log); tag_names: a worksheet's tags (corpus_document). Never the
+    <think>/<answer> format."""
     if len(habits) != len(HABITS) or abs(sum(habits) - 1) > 1e-6 or not 0 <= worksheet <= 1:
         raise ValueError(f"habits must be {len(HABITS)} shares summing to 1 ({', '.join(HABITS)}), worksheet in [0, 1]")
     rng = random.Random(seed)
@@ -336,5 +351,5 @@ def pretraining_corpus(examples, n_docs=None, seed=0, habits=(0.4, 0.4, 0.1, 0.1
         ex = examples[i % len(examples)]
         habit = rng.choices(HABITS, weights=habits)[0]
         layout = "worksheet" if rng.random() < worksheet else rng.choice(["textbook", "qa", "chat"])
-        docs.append(corpus_document(ex, habit, layout, rng))
+        docs.append(corpus_document(ex, habit, layout, rng, tag_names))
     return docs

@@ -316,8 +316,8 @@ def test_sft_messages_without_content_name_file_and_line(tmp_path):
     f.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant"}]}) + "\n")
     with pytest.raises(ValueError) as e:
         sft.read_sft_jsonl(f)
-    assert one_line(e) == (f"{f}:1: needs 'prompt' and 'response' strings or a 'messages' list of {{'role', "
-                           f"'content'}} turns, each with string values")
+    assert one_line(e) == (f"{f}:1: needs 'prompt' and 'response' strings, a 'text' string or a 'messages' list "
+                           f"of {{'role', 'content'}} turns, each with string values")
 
 
 def test_a_torn_last_metrics_line_is_dropped_with_a_notice(tmp_path, capsys):
