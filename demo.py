@@ -4,6 +4,8 @@ R1 in miniature: the whole DeepSeek-R1 recipe on a model small enough to train o
     python demo.py                                   # minutes on a laptop CPU, no GPU, no download
     python demo.py --seed 1 --output-dir runs/demo-1
     python demo.py --scale gpu                       # minutes on one GPU: an 83M model, 3-operation problems
+    python demo.py --recipe r1-zero --threads 1      # R1-Zero: a base model pretrained here, then GRPO alone
+    python demo.py --recipe both --threads 1         # R1 and R1-Zero from the same base model, side by side
 
 What it does, on the synthetic `arith` task ('3+4*2' -> 11; tasks.py), with the project's real pieces:
   1. From scratch (sft.build_from_scratch): a byte-level BPE tokenizer trained on the task's text and a 0.8M-
@@ -29,6 +31,20 @@ Deviations from the paper, and why:
   3. The cold start is half careless by construction (above), so that two CPU-minutes of RL have a behaviour to
      select. With worked traces only (--direct-fraction 0) SFT alone does better and GRPO after it adds nothing
      held-out: at this scale it re-memorises the training problems (README: the control run).
+
+R1-Zero (--recipe r1-zero; §2.2, the paper's first result: RL straight from a base model, no SFT):
+  1. A base model from scratch: a tokenizer and a random model as above, then pretraining (sft.py --pretrain: loss
+     on every token) on plain text about the training problems, written as web pages would (textbook, Q&A, chat
+     log, worksheet; tasks.pretraining_corpus): some answered at once, some worked, some with a check, some with a
+     slip that a check catches ('4+3*4 = 4+12 = 15. Check: 15 - 12 = 3, not 4, so it is 16'). It never sees
+     <think>/<answer>; worksheets ask for tags of random letters in the words of the R1-Zero template, so following
+     a stated format is something it can learn, and the tokenizer spells every tag in pieces the corpus trains.
+  2. GRPO with accuracy + format rewards only, prompted with the R1-Zero template (--template r1); grpo.py logs
+     format, accuracy, response length and the share of completions with a self-check (rewards.self_check).
+  3. Held-out figures (measure) of the base model and after GRPO: greedy accuracy, pass@1 and pass@8 at T 0.6,
+     format, self-check share, readability (readable); OUT/demo.png and OUT/summary.json.
+--recipe both adds R1 from the same base model: a small cold-start SFT in the template, then the same GRPO budget;
+--recipe base / r1-on-base run the halves as separate processes (--base-model), so two arms can share one GPU.
 """
 import argparse
 import json
@@ -154,7 +170,7 @@ def parse_args(argv=None):
     g.add_argument("--pretrain-length", type=int, help="tokens per packed pretraining row")
     g.add_argument("--habits", type=float, nargs=4, default=[0.4, 0.4, 0.1, 0.1], metavar=tuple(h.upper() for h in
                    HABITS), help="shares of the corpus's solutions: direct, worked, worked + check, slip + check")
-    g.add_argument("--worksheet", type=float, default=0.2, help="share of corpus pages that ask for tags")
+    g.add_argument("--worksheet", type=float, help="share of corpus pages that ask for tags")
     g.add_argument("--tag-names", default="random", choices=["random", "words"], help="a worksheet's tags: random "
                    "letters (only the page's instruction tells them) or two of 48 words (tasks.WORKSHEET_TAGS)")
     g.add_argument("--cold-start-examples", type=int, help="R1's cold start: traces in the template")
@@ -173,9 +189,9 @@ def parse_args(argv=None):
 # (cold_start_*), and, since their prompt is the ~150-token template rather than the bare problem, a smaller GRPO
 # budget on CPU (the R1-Zero run alone within minutes) and room for a check in 3-operation answers on GPU.
 ZERO_SCALES = {
-    "cpu": dict(pretrain_docs=4000, pretrain_epochs=2, pretrain_lr=3e-3, pretrain_length=512, cold_start_examples=200,
-                grpo_steps=100, num_prompts=8, test_problems=100),
-    "gpu": dict(pretrain_docs=40000, pretrain_epochs=2, pretrain_lr=3e-4, pretrain_length=2048,
+    "cpu": dict(pretrain_docs=4000, pretrain_epochs=2, pretrain_lr=3e-3, pretrain_length=512, worksheet=0.5,
+                cold_start_examples=200, grpo_steps=100, num_prompts=8, test_problems=100),
+    "gpu": dict(pretrain_docs=40000, pretrain_epochs=1, pretrain_lr=3e-4, pretrain_length=2048, worksheet=0.5,
                 cold_start_examples=2000, grpo_steps=150, max_completion_length=64),
 }
 ARMS = {"r1-zero": ("r1-zero",), "both": ("r1-zero", "r1"), "base": (), "r1-on-base": ("r1",)}
@@ -240,7 +256,7 @@ def zero_arm(recipe, args, base, out, train, rl_data, common):
     if recipe == "r1":
         rows = cold_start_in_template(train[:args.cold_start_examples], args.habits, args.seed)
         init = sft.train(sft.SFTConfig(data=str(write_jsonl(out / "r1_cold_start.jsonl", rows)),
-                                       output_dir=str(out / "r1-sft"), model=str(base), max_length=512,
+                                       output_dir=str(out / "r1-sft"), model=str(base), max_length=args.pretrain_length,
                                        learning_rate=args.sft_lr, num_train_epochs=args.cold_start_epochs,
                                        warmup_steps=5, eval_fraction=0, eval_steps=100, save_steps=0, quiet=True,
                                        **common)).last_checkpoint
