@@ -11,7 +11,8 @@ so a checkpoint's state dict is loaded with plain `load_state_dict`.
 
 Two implementations sit behind one switch, `model.use_kernels`: the plain PyTorch below (attention is SDPA with an
 explicit boolean mask — the readable path, used on CPU and with --no-kernels) and the fast path (on by default on
-CUDA): the Triton attention kernels in kernels/, and RMSNorm, RoPE and SwiGLU each fused by torch.compile (`fused`).
+CUDA): the Triton attention kernels in kernels/, RMSNorm, RoPE and SwiGLU each fused by torch.compile (`fused`),
+and q/k/v and gate/up each as one GEMM (`fused_linear`).
 Three masking situations occur:
   - left-padded batches (RL prompts of different lengths): `start[b]` is the first real token of row b;
   - packed documents (SFT): `cu_seqlens` marks document boundaries in a (1, T) batch;
@@ -119,9 +120,24 @@ def fused(fn):
     4-8 PyTorch kernels into one generated Triton kernel forward and one backward. Eager, each reads and writes the
     whole activation, every layer (docs/bench/bench_grpo_h100_2026-11-23*.json measure the step with and without)."""
     # One compile serves every batch and sequence length; dtype, grad mode and size-1 dims still make variants (a
-    # run meets about a dozen), and past Dynamo's recompile limit (8) it would run the function eagerly.
+    # run meets about a dozen), and past Dynamo's recompile limit (8) it would run the function eagerly, silently:
+    # a higher limit, and an error rather than a slow run should a run ever reach it. The layer index is never an
+    # argument, so the 24 layers share one compile (tests/test_model.py counts them).
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
     return torch.compile(fn, dynamic=True)
+
+
+def fused_linear(x, linears):
+    """The fast twin of applying several nn.Linear layers to the same input (q/k/v, gate/up): one GEMM over their
+    weights concatenated on the fly, its output split back. One wide GEMM keeps the GPU busier than three narrow
+    ones (k and v are 128 columns wide in Qwen2.5-0.5B), forward and backward. The parameters stay the separate
+    Hugging Face-named ones, so checkpoints, optimizers and the sampler's packed copy (kernels/step.py) see no
+    change; autograd hands each its slice of the gradient. The concatenation copies ~20 MB per layer per forward,
+    ~0.1% of a training forward's time (docs/bench/bench_grpo_*: with and without)."""
+    w = torch.cat([lin.weight for lin in linears])
+    b = torch.cat([lin.bias for lin in linears]) if linears[0].bias is not None else None
+    return F.linear(x, w, b).split([lin.out_features for lin in linears], dim=-1)
 
 
 class RMSNorm(nn.Module):
@@ -213,9 +229,11 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, start, cu_seqlens, cache, slots, layer, use_kernels):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
-        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        q, k, v = fused_linear(x, projections) if use_kernels else (p(x) for p in projections)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
         rope = fused(apply_rope) if use_kernels else apply_rope
         q, k = rope(q, cos, sin), rope(k, cos, sin)
         if cache is not None and T == 1:
@@ -250,7 +268,9 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(M, C, bias=False)
 
     def forward(self, x, fast=False):
-        return self.down_proj((fused(swiglu) if fast else swiglu)(self.gate_proj(x), self.up_proj(x)))
+        if fast:
+            return self.down_proj(fused(swiglu)(*fused_linear(x, (self.gate_proj, self.up_proj))))
+        return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
 class Block(nn.Module):

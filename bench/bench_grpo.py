@@ -12,7 +12,8 @@ How the figures are taken:
   solve nothing, so every group would have zero spread and be skipped: the accuracy reward is replaced by a
   seeded random number, which keeps every row in training, as a hard step of a real run. Random weights also
   almost never emit EOS, so every completion runs to 1,024 tokens. Step 1 pays for compilation and CUDA-graph
-  capture; the figures are the mean of steps 2-3, read from metrics.jsonl.
+  capture; the figures are the mean of steps 2-3, read from metrics.jsonl. `ours_beta0_unfused` is the β = 0 step
+  with q/k/v and gate/up as separate GEMMs in the training pass (model.fused_linear's twin), for the A/B.
 - Training MFU = 6 * n_params * tokens trained / train time / 989 TFLOP/s (H100/H200 SXM bf16 dense), the formula
   the 18% transformers figure in ../shared/reference used; attention FLOPs are not counted in either.
 - transformers: Qwen2ForCausalLM (sdpa attention), `generate` of 8 x 16 rows (min_new_tokens = 1,024) — eager,
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import grpo  # noqa: E402
+import model  # noqa: E402
 from model import ModelConfig, Qwen2  # noqa: E402
 
 QWEN05 = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
@@ -51,19 +53,27 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 def random_checkpoint(out_dir, tokenizer_dir):
     """The 0.5B shape with weights drawn like transformers initialises them (std 0.02, norms 1)."""
     torch.manual_seed(0)
-    model = Qwen2(ModelConfig(**QWEN05)).to(DEV, torch.bfloat16 if DEV == "cuda" else torch.float32)
+    m = Qwen2(ModelConfig(**QWEN05)).to(DEV, torch.bfloat16 if DEV == "cuda" else torch.float32)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for name, p in m.named_parameters():
             p.fill_(1.0) if "norm" in name else p.normal_(0, 0.02)
-    model.save_pretrained(out_dir, tokenizer_dir=tokenizer_dir)
-    return sum(p.numel() for p in model.parameters())
+    m.save_pretrained(out_dir, tokenizer_dir=tokenizer_dir)
+    return sum(p.numel() for p in m.parameters())
 
 
-def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=False):
-    """Mean figures of steps 2.. of `grpo.py` itself, from its metrics."""
+def separate_linears(x, linears):
+    """model.fused_linear's naive twin: each projection its own GEMM (the training pass before fusion, for A/B)."""
+    return tuple(lin(x) for lin in linears)
+
+
+def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=False, fused=True):
+    """Mean figures of steps 2.. of `grpo.py` itself, from its metrics. fused=False: q/k/v and gate/up as separate
+    GEMMs in training (the sampler packs its own copy either way)."""
     rng = random.Random(0)
-    real = grpo.rewards.accuracy_reward
-    grpo.rewards.accuracy_reward = lambda completion, example: rng.random()  # every group has spread
+    real, real_linear = grpo.rewards.accuracy_reward, model.fused_linear
+    if not fused:
+        model.fused_linear = separate_linears
+    grpo.rewards.accuracy_reward = lambda completion, example, checker=None: rng.random()  # every group: spread
     try:
         config = grpo.GRPOConfig(model=str(ckpt), task="countdown", num_prompts=P, num_generations=G,
                                  max_completion_length=NEW, max_steps=steps, eval_steps=0, save_steps=0,
@@ -71,11 +81,12 @@ def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=Fals
                                  gradient_checkpointing=checkpointing)
         history = grpo.train(config).history
     finally:
-        grpo.rewards.accuracy_reward = real
+        grpo.rewards.accuracy_reward, model.fused_linear = real, real_linear
     rows = history[1:]  # step 1 compiles kernels and captures CUDA graphs
     mean = lambda k: sum(r[k] for r in rows) / len(rows)
     return {
         "beta": beta, "micro_batch": micro_batch or "auto", "gradient_checkpointing": checkpointing,
+        "fused_projections": fused,
         "step_s": mean("step_time"), "generation_s": mean("gen_time"), "scoring_s": mean("score_time"),
         "training_s": mean("train_time"), "gen_tok_s": mean("gen_tok_s"), "train_tok_s": mean("train_tok_s"),
         "train_mfu": 6 * n_params * mean("train_tok_s") / PEAK_FLOPS,
@@ -165,12 +176,12 @@ def main():
         n_params = random_checkpoint(Path(tmp) / "ckpt", args.tokenizer_dir)
         res["n_params"] = n_params
         # micro-batch 0 is grpo.py's default, auto: the largest of 16, 8, .. that fits (16 on an 80 GB GPU)
-        for name, beta, mb, steps in (("ours_beta0", 0.0, 0, 3), ("ours_beta0.04", 0.04, 0, 3),
-                                      ("ours_beta0_mb8", 0.0, 8, 3)):
+        for name, beta, mb, fused in (("ours_beta0", 0.0, 0, True), ("ours_beta0.04", 0.04, 0, True),
+                                      ("ours_beta0_mb8", 0.0, 8, True), ("ours_beta0_unfused", 0.0, 0, False)):
             if args.only is not None and name not in args.only:
                 continue
             try:
-                res[name] = ours(Path(tmp) / "ckpt", Path(tmp) / name, n_params, beta, mb, steps)
+                res[name] = ours(Path(tmp) / "ckpt", Path(tmp) / name, n_params, beta, mb, fused=fused)
             except Exception as e:  # keep the other figures if one configuration fails
                 res[name] = f"{type(e).__name__}: {str(e)[:300]}"
             print(name, res[name], flush=True)

@@ -305,9 +305,18 @@ class _Attention(torch.autograd.Function):
         return dq, dk, dv, None, None, None
 
 
+def _dense(x):
+    """x itself when its elements fill one gap-free block in some dimension order (the backward allocates dq/dk/dv
+    with empty_like and reads them with x's strides, so they must be the same), else a (B, T, H, D) copy: e.g. v as
+    a slice of a fused q/k/v projection's output (model.fused_linear), which steps over the q and k columns."""
+    if x.stride(-1) == 1 and torch.empty_like(x).stride() == x.stride():
+        return x
+    return x.transpose(1, 2).contiguous().transpose(1, 2)
+
+
 def attention(q, k, v, start=None, cu_seqlens=None, sm_scale=None):
-    """Causal GQA attention. q (B, H, T, D), k/v (B, K, T, D) any strides with a contiguous last dim (the
-    transposed views of (B, T, H, D) projections are read in place). start (B,) int: keys j < start[b] are
+    """Causal GQA attention. q (B, H, T, D), k/v (B, K, T, D) with any gap-free strides (the transposed views of
+    (B, T, H, D) projections are read in place; views with gaps are copied first). start (B,) int: keys j < start[b] are
     masked; cu_seqlens (n+1,) int with B == 1: block-diagonal causal. Returns (B, H, T, D), a transposed view of
     a (B, T, H, D) tensor, so `.transpose(1, 2).reshape(B, T, H * D)` is free."""
     B, H, T, D = q.shape
@@ -318,7 +327,7 @@ def attention(q, k, v, start=None, cu_seqlens=None, sm_scale=None):
         raise ValueError(f"attention: head dim {D} unsupported: use one of {HEAD_DIMS} (or attention_ref)")
     if cu_seqlens is not None and B != 1:
         raise ValueError(f"attention: cu_seqlens needs one packed row (B == 1), got B = {B}")
-    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    q, k, v = (_dense(x) for x in (q, k, v))
     lo = hi = None
     if start is not None or cu_seqlens is not None:
         lo = key_lower_bound(B, T, q.device, start, cu_seqlens)  # (B, T)

@@ -105,6 +105,26 @@ def test_attention_packed_documents_match_reference():
 
 
 @interpreter_only
+def test_attention_reads_slices_of_a_fused_projection():
+    """q, k and v as views into one (B, T, (H + 2K) D) projection output, as model.fused_linear makes them (v's rows
+    step over the q and k columns): values and gradients still match the reference."""
+    B, H, K, T, D = 2, 4, 2, 9, 16
+    g = torch.Generator().manual_seed(1)
+    qkv = torch.randn(B, T, (H + 2 * K) * D, generator=g).to(DEVICE)
+    do = torch.randn(B, H, T, D, generator=g).to(DEVICE)
+    outs = []
+    for fn in (attention, attention_ref):
+        leaf = qkv.clone().requires_grad_()
+        q, k, v = leaf.split([H * D, K * D, K * D], dim=-1)
+        q, k, v = (t.view(B, T, -1, D).transpose(1, 2) for t in (q, k, v))
+        o = fn(q, k, v)
+        o.backward(do)
+        outs.append((o, leaf.grad))
+    for name, a, b in zip(("o", "dqkv"), *outs):
+        assert rel_err(a, b) < ATTN_TOL[torch.float32], name
+
+
+@interpreter_only
 def test_attention_packing_equals_separate_sequences():
     """The property packing exists for: each document gives what it gives alone."""
     torch.manual_seed(0)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from conftest import FIXTURE
 
-from model import ModelConfig, Qwen2, apply_rope, attention_mask, fused, rms_norm, rope_cos_sin, swiglu
+from model import (Block, ModelConfig, Qwen2, apply_rope, attention_mask, fused, fused_linear, rms_norm,
+                   rope_cos_sin, swiglu)
 
 transformers = pytest.importorskip("transformers")
 
@@ -170,6 +171,83 @@ def test_fused_elementwise_twins_match_plain_pytorch():
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
             for a, b in zip(got_grads, want_grads):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_linear_equals_separate_projections():
+    """One GEMM over concatenated weights gives each projection's output and each parameter's own gradient, with
+    and without biases (q/k/v have them, gate/up not)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    for bias in (True, False):
+        linears = [torch.nn.Linear(16, n, bias=bias) for n in (12, 4, 4)]
+        leaves = [x, *(p for lin in linears for p in lin.parameters())]
+        want = [lin(x) for lin in linears]
+        got = fused_linear(x, linears)
+        loss = lambda outs: sum((o * (i + 1)).square().sum() for i, o in enumerate(outs))  # each output its own weight
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+        for a, b in zip(torch.autograd.grad(loss(got), leaves), torch.autograd.grad(loss(want), leaves)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(NO_COMPILER, reason="torch.compile on CPU needs a C++ compiler")
+def test_fast_block_gives_the_plain_blocks_values_and_gradients():
+    """A decoder layer on the fast path (fused q/k/v and gate/up GEMMs, compiled norms/RoPE/SwiGLU, the Triton
+    attention kernel, here in its interpreter) gives the plain layer's output and every parameter's gradient,
+    on a left-padded batch (fp32; head dim 16, a size the kernel is written for)."""
+    import os
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the Triton kernel needs a GPU or its interpreter")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, rope_theta=1e4)
+    torch.manual_seed(0)
+    block = Block(cfg).to(dev)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.2).add_(1.0 if p.dim() == 1 and p.numel() == 32 else 0.0)  # norms near 1
+    B, T = 2, 7
+    x = torch.randn(B, T, 32, device=dev)
+    start = torch.tensor([0, 3], device=dev)
+    positions = (torch.arange(T, device=dev)[None] - start[:, None]).clamp(min=0)
+    cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, torch.float32)
+    results = []
+    for fast in (False, True):
+        xx = x.clone().requires_grad_()
+        y = block(xx, cos, sin, start, None, None, None, 0, fast)
+        keep = (torch.arange(T, device=dev)[None] >= start[:, None])[..., None]  # padding queries' rows unused
+        grads = torch.autograd.grad((y * keep).square().sum(), [xx, *block.parameters()])
+        results.append((y * keep, *grads))
+    names = ["output", "input", *(n for n, _ in block.named_parameters())]
+    tol = 1e-5 if dev == "cpu" else 5e-3  # fp32: two summation orders; a GPU's tl.dot rounds fp32 to tf32
+    for name, a, b in zip(names, *results):
+        assert ((a - b).norm() / b.norm()).item() < tol, name
+
+
+@pytest.mark.skipif(NO_COMPILER, reason="torch.compile on CPU needs a C++ compiler")
+def test_fast_path_compiles_once_not_per_layer_or_length():
+    """Three layers on the fast path compile each fused function once (RoPE twice: k's single head is a size-1
+    dim), not once per layer; new batch sizes and lengths compile nothing; hitting the limit would be an error."""
+    import os
+    from torch._dynamo.utils import counters
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the Triton kernel needs a GPU or its interpreter")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                      num_attention_heads=2, num_key_value_heads=1, rope_theta=1e4)
+    torch.manual_seed(0)
+    layers = Qwen2(cfg).model.layers.to(dev)
+    compiled = []
+    for B, T in ((3, 7), (5, 11), (6, 13)):  # (no size equal to another: Dynamo would guard on the equality)
+        before = counters["frames"]["ok"]
+        h = torch.randn(B, T, 32, device=dev, requires_grad=True)
+        cos, sin = rope_cos_sin(torch.arange(T, device=dev)[None].expand(B, T), 16, 1e4, torch.float32)
+        for i, layer in enumerate(layers):
+            h = layer(h, cos, sin, None, None, None, None, i, True)
+        h.sum().backward()
+        compiled.append(counters["frames"]["ok"] - before)
+    assert compiled[0] <= 4 and compiled[1:] == [0, 0], compiled  # (fewer than 4 where an earlier test compiled)
+    assert torch._dynamo.config.fail_on_recompile_limit_hit and torch._dynamo.config.recompile_limit >= 64
 
 
 def test_missing_directory_is_a_clear_error():
