@@ -128,16 +128,24 @@ def fused(fn):
     return torch.compile(fn, dynamic=True)
 
 
+def swiglu_packed(gu):
+    """swiglu of the fused gate/up GEMM's output [gate | up] (.., 2M) -> (.., M). Compiled whole (`fused`), its
+    backward writes the gradient of gu as one tensor; split views would make autograd concatenate two."""
+    gate, up = gu.chunk(2, dim=-1)
+    return swiglu(gate, up)
+
+
 def fused_linear(x, linears):
     """The fast twin of applying several nn.Linear layers to the same input (q/k/v, gate/up): one GEMM over their
-    weights concatenated on the fly, its output split back. One wide GEMM keeps the GPU busier than three narrow
-    ones (k and v are 128 columns wide in Qwen2.5-0.5B), forward and backward. The parameters stay the separate
-    Hugging Face-named ones, so checkpoints, optimizers and the sampler's packed copy (kernels/step.py) see no
-    change; autograd hands each its slice of the gradient. The concatenation copies ~20 MB per layer per forward,
-    ~0.1% of a training forward's time (docs/bench/bench_grpo_*: with and without)."""
+    weights concatenated on the fly -> the outputs side by side (.., sum of out_features). One wide GEMM keeps
+    the GPU busier than three narrow ones (k and v are 128 columns wide in Qwen2.5-0.5B) and is one kernel
+    forward and two backward where three projections are nine. The parameters stay the separate Hugging
+    Face-named ones, so checkpoints, optimizers and the sampler's packed copy (kernels/step.py) see no change;
+    autograd hands each its slice of the gradient. The concatenation copies ~20 MB of weights per layer per
+    forward (Qwen2.5-0.5B, bf16), ~10 us at HBM speed."""
     w = torch.cat([lin.weight for lin in linears])
     b = torch.cat([lin.bias for lin in linears]) if linears[0].bias is not None else None
-    return F.linear(x, w, b).split([lin.out_features for lin in linears], dim=-1)
+    return F.linear(x, w, b)
 
 
 class RMSNorm(nn.Module):
@@ -229,8 +237,11 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, start, cu_seqlens, cache, slots, layer, use_kernels):
         B, T, _ = x.shape
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        q, k, v = fused_linear(x, projections) if use_kernels else (p(x) for p in projections)
+        if use_kernels:
+            q, k, v = fused_linear(x, (self.q_proj, self.k_proj, self.v_proj)).split(
+                [self.q_proj.out_features, self.k_proj.out_features, self.v_proj.out_features], dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
@@ -269,7 +280,7 @@ class MLP(nn.Module):
 
     def forward(self, x, fast=False):
         if fast:
-            return self.down_proj(fused(swiglu)(*fused_linear(x, (self.gate_proj, self.up_proj))))
+            return self.down_proj(fused(swiglu_packed)(fused_linear(x, (self.gate_proj, self.up_proj))))
         return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
 
 

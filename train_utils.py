@@ -721,7 +721,11 @@ def init_distributed(device, fsdp=False):
         return device
     import torch.distributed as dist
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        local, gpus = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
+        if local >= gpus:
+            raise ValueError(f"torchrun started process {local + 1} on a machine with {gpus} GPU(s): use "
+                             f"--nproc_per_node={gpus} or fewer (or --device cpu)")
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

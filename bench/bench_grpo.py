@@ -63,7 +63,7 @@ def random_checkpoint(out_dir, tokenizer_dir):
 
 def separate_linears(x, linears):
     """model.fused_linear's naive twin: each projection its own GEMM (the training pass before fusion, for A/B)."""
-    return tuple(lin(x) for lin in linears)
+    return torch.cat([lin(x) for lin in linears], dim=-1)
 
 
 def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=False, fused=True):

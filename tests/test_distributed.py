@@ -68,7 +68,7 @@ def sft_run(work, out, *extra, steps=1):
     return sft.main(["--model", str(work / "init"), "--data", str(work / "sft.jsonl"), "--output-dir",
                      str(work / out), "--max-length", "24", "--gradient-accumulation-steps", "4", "--max-steps",
                      str(steps), "--learning-rate", str(LR), "--warmup-steps", "0", "--eval-fraction", "0",
-                     "--save-steps", "1", "--quiet", *extra])
+                     "--save-steps", "1", "--quiet", "--device", "cpu", *extra])
 
 
 def one_rank(work):

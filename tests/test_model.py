@@ -7,7 +7,7 @@ import torch
 from conftest import FIXTURE
 
 from model import (Block, ModelConfig, Qwen2, apply_rope, attention_mask, fused, fused_linear, rms_norm,
-                   rope_cos_sin, swiglu)
+                   rope_cos_sin, swiglu, swiglu_packed)
 
 transformers = pytest.importorskip("transformers")
 
@@ -153,7 +153,8 @@ NO_COMPILER = not (shutil.which("g++") or shutil.which("c++"))
 
 @pytest.mark.skipif(NO_COMPILER, reason="torch.compile on CPU needs a C++ compiler")
 def test_fused_elementwise_twins_match_plain_pytorch():
-    """The fast path's torch.compile'd RMSNorm, RoPE and SwiGLU give the plain functions' values and gradients,
+    """The fast path's torch.compile'd RMSNorm, RoPE and SwiGLU (two and packed) give the plain functions' values
+    and gradients,
     at two sequence lengths (one dynamic-shape compile serves both)."""
     g = torch.Generator().manual_seed(0)
     for T in (5, 12):
@@ -162,7 +163,9 @@ def test_fused_elementwise_twins_match_plain_pytorch():
         q = torch.randn(2, 3, T, 8, generator=g, requires_grad=True)
         cos, sin = rope_cos_sin(torch.arange(T)[None].expand(2, T), 8, 1e4, torch.float32)
         gate, up = (torch.randn(2, T, 24, generator=g, requires_grad=True) for _ in range(2))
-        for fn, args in ((rms_norm, (x, w, 1e-6)), (apply_rope, (q, cos, sin)), (swiglu, (gate, up))):
+        gu = torch.cat([gate, up], -1).detach().requires_grad_()
+        for fn, args in ((rms_norm, (x, w, 1e-6)), (apply_rope, (q, cos, sin)), (swiglu, (gate, up)),
+                         (swiglu_packed, (gu,))):
             leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
             want = fn(*args)
             want_grads = torch.autograd.grad(want.square().sum(), leaves)
@@ -182,7 +185,7 @@ def test_fused_linear_equals_separate_projections():
         linears = [torch.nn.Linear(16, n, bias=bias) for n in (12, 4, 4)]
         leaves = [x, *(p for lin in linears for p in lin.parameters())]
         want = [lin(x) for lin in linears]
-        got = fused_linear(x, linears)
+        got = fused_linear(x, linears).split([12, 4, 4], dim=-1)
         loss = lambda outs: sum((o * (i + 1)).square().sum() for i, o in enumerate(outs))  # each output its own weight
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
@@ -219,7 +222,9 @@ def test_fast_block_gives_the_plain_blocks_values_and_gradients():
         grads = torch.autograd.grad((y * keep).square().sum(), [xx, *block.parameters()])
         results.append((y * keep, *grads))
     names = ["output", "input", *(n for n, _ in block.named_parameters())]
-    tol = 1e-5 if dev == "cpu" else 5e-3  # fp32: two summation orders; a GPU's tl.dot rounds fp32 to tf32
+    # fp32: two summation orders -> 1e-5. On a GPU tl.dot rounds fp32 to tf32, and k's bias gradient is a sum of
+    # terms that nearly cancel (a bias on k shifts all of a query's scores alike but for RoPE) -> 2e-2.
+    tol = 1e-5 if dev == "cpu" else 2e-2
     for name, a, b in zip(names, *results):
         assert ((a - b).norm() / b.norm()).item() < tol, name
 

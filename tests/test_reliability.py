@@ -382,7 +382,8 @@ def test_sigkill_at_random_moments_while_saving_never_breaks_latest(tmp_path):
     init = build_from_scratch(sft.example_texts(rows), tmp_path / "init", "tiny", vocab_size=300)
     run = tmp_path / "run"
     argv = ["--model", init, "--data", data, "--output-dir", run, "--max-length", "64", "--save-steps", "1",
-            "--eval-fraction", "0", "--learning-rate", "1e-3", "--warmup-steps", "0", "--quiet"]
+            "--eval-fraction", "0", "--learning-rate", "1e-3", "--warmup-steps", "0", "--quiet",
+            "--device", "cpu"]  # (a fork()ed child cannot use CUDA once this process has)
     argv = [str(a) for a in argv]
     seen = []
     for _ in range(10):

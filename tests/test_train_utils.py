@@ -233,3 +233,12 @@ def test_every_config_field_is_a_flag_with_help(module, cls):
 def test_help_comes_from_the_config(script):
     out = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--seed" in out.stdout and "(default: " in out.stdout
+
+
+def test_torchrun_with_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    """A second process on a one-GPU machine is told how many GPUs there are, before it joins any process group."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="--nproc_per_node=1"):
+        tu.init_distributed(torch.device("cuda"))
