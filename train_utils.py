@@ -781,10 +781,14 @@ def wrap_model(model, fsdp=False):
     fully_shard unit: weights, gradients and optimizer state live 1/N per rank, a unit's weights are all-gathered
     just before it runs and freed after, its gradients reduce-scattered in backward."""
     if fsdp:
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
+        # The mesh on the model's own device: FSDP's default mesh takes the machine's accelerator, so a CPU run
+        # (gloo, --device cpu) on a machine with GPUs would put its shards on GPUs the processes were not given.
+        mesh = init_device_mesh(model.lm_head.weight.device.type, (world(),))
         for layer in model.model.layers:
-            fully_shard(layer)
-        fully_shard(model)
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
         return model
     if world() == 1:
         return model
