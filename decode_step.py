@@ -19,6 +19,7 @@ import functools
 import torch
 
 from kernels import HEAD_DIMS
+from model import strict_compile
 
 
 def sample_token(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
@@ -51,8 +52,10 @@ def decode_forward(model, tok, slot, start, cache):
 
 
 @functools.cache
-def compiled_decode():  # built once and reused by every generate call; one compile per (N, S) shape
-    return torch.compile(decode_forward, dynamic=False)
+def compiled_decode():
+    """decode_forward through torch.compile (generate(compile=True)): for the plain path only (--no-kernels, CPU);
+    the fast path is already fused kernels in one CUDA graph. Built once, one compile per (N, S) shape."""
+    return strict_compile(decode_forward, dynamic=False)
 
 
 class DecodeStep:

@@ -190,7 +190,8 @@ class EvalConfig:
     dtype: str | None = option(None, "bfloat16, float16 or float32 (default: bf16 on cuda, fp32 on cpu)")
     no_kernels: bool = option(False, "PyTorch reference attention instead of Triton (the readable path)")
     no_cuda_graph: bool = option(False, "launch every decode step eagerly")
-    compile: bool = option(False, "torch.compile the decode step (slow first call)")
+    compile: bool = option(False, "torch.compile the plain decode step (--no-kernels or CPU; slow first "
+                                          "call); the default GPU path is one CUDA graph of fused kernels already")
     answer_checker: str = option("builtin", "how MATH-style answers are compared: builtin (exact, no dependency) or "
                                             "math-verify (HuggingFace's; pip install math-verify; figures comparable "
                                             "with open-r1's)", choices=tuple(CHECKERS))

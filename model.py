@@ -120,12 +120,18 @@ def fused(fn):
     4-8 PyTorch kernels into one generated Triton kernel forward and one backward. Eager, each reads and writes the
     whole activation, every layer (docs/bench/bench_grpo_h100_2026-11-23*.json measure the step with and without)."""
     # One compile serves every batch and sequence length; dtype, grad mode and size-1 dims still make variants (a
-    # run meets about a dozen), and past Dynamo's recompile limit (8) it would run the function eagerly, silently:
-    # a higher limit, and an error rather than a slow run should a run ever reach it. The layer index is never an
-    # argument, so the 24 layers share one compile (tests/test_model.py counts them).
+    # run meets about a dozen). The layer index is never an argument, so the 24 layers share one compile
+    # (tests/test_model.py counts them).
+    return strict_compile(fn, dynamic=True)
+
+
+def strict_compile(fn, **kw):
+    """torch.compile(fn, **kw) that never falls back to eager in silence: past its recompile limit (8 variants by
+    default) Dynamo stops compiling a function and runs it eagerly without a word. Here the limit is 64, and
+    reaching it is an error rather than a run gone slow."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     torch._dynamo.config.fail_on_recompile_limit_hit = True
-    return torch.compile(fn, dynamic=True)
+    return torch.compile(fn, **kw)
 
 
 def swiglu_packed(gu):

@@ -177,7 +177,8 @@ def main(argv=None):
     p.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: bf16 on cuda, fp32 on cpu)")
     p.add_argument("--no-kernels", action="store_true", help="PyTorch reference attention instead of Triton")
     p.add_argument("--no-cuda-graph", action="store_true", help="launch every decode step eagerly")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow first call)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the plain decode step (--no-kernels or "
+                   "CPU; slow first call). The default GPU path is fused kernels in one CUDA graph already")
     args = p.parse_args(argv)
     model, tok = load_model(args.model, args.device, args.dtype, kernels=not args.no_kernels)
     model.eval()

@@ -1,4 +1,6 @@
 """The KV-cached sampler against recomputing the full forward pass, and the sampling filters."""
+import shutil
+
 import pytest
 import torch
 from conftest import write_checkpoint
@@ -33,6 +35,19 @@ def test_kv_cache_greedy_matches_full_forward(model):
             with torch.no_grad():
                 seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
         assert out.tokens[i].tolist() == seq[len(p):], f"prompt {i} diverged"
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_decode_step_samples_the_eager_tokens(model):
+    """generate(compile=True) (the plain path through torch.compile) draws the eager path's tokens and log-probs
+    from the same seed, and a second call of another shape compiles anew rather than running eagerly."""
+    for prompts, n in ((PROMPTS, 8), (PROMPTS[:2], 5)):
+        eager = generate(model, prompts, num_samples=2, max_new_tokens=n, temperature=1.0, seed=3)
+        compiled = generate(model, prompts, num_samples=2, max_new_tokens=n, temperature=1.0, seed=3, compile=True)
+        assert compiled.tokens.tolist() == eager.tokens.tolist()
+        torch.testing.assert_close(compiled.logprobs, eager.logprobs, rtol=1e-4, atol=1e-5)
+    assert torch._dynamo.config.fail_on_recompile_limit_hit  # model.strict_compile: never silently eager
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
