@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from hf_files import KNOWN_MODELS, atomic_write, load_safetensors, read_tokenizer_files, resolve_checkpoint
-from kernels import HEAD_DIMS, key_lower_bound, visible_keys
+from kernels import HEAD_DIMS, key_lower_bound, stacked_linear, visible_keys
 from tokenizer import Tokenizer
 
 
@@ -149,9 +149,7 @@ def fused_linear(x, linears):
     Face-named ones, so checkpoints, optimizers and the sampler's packed copy (kernels/step.py) see no change;
     autograd hands each its slice of the gradient. The concatenation copies ~20 MB of weights per layer per
     forward (Qwen2.5-0.5B, bf16), ~10 us at HBM speed."""
-    w = torch.cat([lin.weight for lin in linears])
-    b = torch.cat([lin.bias for lin in linears]) if linears[0].bias is not None else None
-    return F.linear(x, w, b)
+    return F.linear(x, *stacked_linear(linears))
 
 
 class RMSNorm(nn.Module):

@@ -2,7 +2,8 @@
 logprob.py (fused LM head + log-softmax + gather). Import the submodules directly; nothing here touches the GPU.
 
 This file also holds what the model and the kernels must agree on and can import without Triton: the head dims
-the kernels are written for, and the masking rule of causal attention (key_lower_bound, visible_keys).
+the kernels are written for, the masking rule of causal attention (key_lower_bound, visible_keys), and the layout
+of the fused projections (stacked_linear).
 """
 import torch
 
@@ -32,3 +33,12 @@ def visible_keys(lo):
     """lo (B, T) from key_lower_bound -> boolean (B, T, T), True where query i may see key j (lo_i <= j <= i)."""
     j = torch.arange(lo.shape[1], device=lo.device)
     return (j[None, None, :] <= j[None, :, None]) & (j[None, None, :] >= lo[:, :, None])
+
+
+def stacked_linear(linears):
+    """(weight, bias or None) of several nn.Linear layers that read the same input, side by side as one layer's:
+    [q | k | v], [gate | up]. The layout both fused GEMMs use: model.fused_linear (training, prefill) and
+    kernels/step.py's packed decode weights."""
+    weight = torch.cat([lin.weight for lin in linears])
+    bias = torch.cat([lin.bias for lin in linears]) if linears[0].bias is not None else None
+    return weight, bias

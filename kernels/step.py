@@ -21,6 +21,7 @@ Shapes: N rows, C hidden, H / K query / kv heads, D head dim, S cache slots, V v
 import torch
 import torch.nn.functional as F
 
+from kernels import stacked_linear
 from kernels.decode import decode_attention
 from kernels.fused import add_rms_norm, rope_cache_write, sample_race, silu_mul
 
@@ -31,9 +32,8 @@ def pack_weights(model):
     with torch.no_grad():
         for layer in model.model.layers:
             a, m = layer.self_attn, layer.mlp
-            packed.append((torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
-                           torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
-                           torch.cat([m.gate_proj.weight, m.up_proj.weight])))
+            packed.append((*stacked_linear((a.q_proj, a.k_proj, a.v_proj)),
+                           stacked_linear((m.gate_proj, m.up_proj))[0]))
     return packed
 
 
