@@ -18,6 +18,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "qwen2.5-0.5b"  # config + tokenizer of 
 TOKENIZER_CONFIGS = {name: ROOT / "tests" / "fixtures" / name / "tokenizer_config.json"
                      for name in ("qwen2.5-0.5b", "qwen2.5-math-1.5b-instruct", "deepseek-r1-distill-qwen-1.5b")}
 DATA = ROOT / "data"
+NO_COMPILER = not (shutil.which("g++") or shutil.which("c++"))  # torch.compile on CPU needs one
 
 from model import ModelConfig, Qwen2  # noqa: E402
 

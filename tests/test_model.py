@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import FIXTURE
+from conftest import FIXTURE, NO_COMPILER
 
 from model import (Block, ModelConfig, Qwen2, apply_rope, attention_mask, fused, fused_linear, rms_norm,
                    rope_cos_sin, swiglu, swiglu_packed)
@@ -148,14 +148,10 @@ def test_activation_checkpointing_gives_same_gradients(tiny_checkpoint):
 
 # ------------------------------------------------------------------ bad input: one line that says what to do
 
-NO_COMPILER = not (shutil.which("g++") or shutil.which("c++"))
-
-
 @pytest.mark.skipif(NO_COMPILER, reason="torch.compile on CPU needs a C++ compiler")
 def test_fused_elementwise_twins_match_plain_pytorch():
     """The fast path's torch.compile'd RMSNorm, RoPE and SwiGLU (two and packed) give the plain functions' values
-    and gradients,
-    at two sequence lengths (one dynamic-shape compile serves both)."""
+    and gradients, at two sequence lengths (one dynamic-shape compile serves both)."""
     g = torch.Generator().manual_seed(0)
     for T in (5, 12):
         x = torch.randn(2, T, 16, generator=g, requires_grad=True)
@@ -193,17 +189,23 @@ def test_fused_linear_equals_separate_projections():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def fast_path_case(num_hidden_layers):
+    """(device, config) for running layers on the fast path: the GPU, or on CPU the Triton interpreter (skips
+    otherwise); hidden 32 over 2 query heads and 1 kv head gives head dim 16, a size the kernels are written for."""
+    import os
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the Triton kernel needs a GPU or its interpreter")
+    return "cuda" if torch.cuda.is_available() else "cpu", ModelConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=num_hidden_layers,
+        num_attention_heads=2, num_key_value_heads=1, rope_theta=1e4)
+
+
 @pytest.mark.skipif(NO_COMPILER, reason="torch.compile on CPU needs a C++ compiler")
 def test_fast_block_gives_the_plain_blocks_values_and_gradients():
     """A decoder layer on the fast path (fused q/k/v and gate/up GEMMs, compiled norms/RoPE/SwiGLU, the Triton
     attention kernel, here in its interpreter) gives the plain layer's output and every parameter's gradient,
     on a left-padded batch (fp32; head dim 16, a size the kernel is written for)."""
-    import os
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("the Triton kernel needs a GPU or its interpreter")
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, rope_theta=1e4)
+    dev, cfg = fast_path_case(num_hidden_layers=1)
     torch.manual_seed(0)
     block = Block(cfg).to(dev)
     with torch.no_grad():
@@ -233,13 +235,8 @@ def test_fast_block_gives_the_plain_blocks_values_and_gradients():
 def test_fast_path_compiles_once_not_per_layer_or_length():
     """Three layers on the fast path compile each fused function once (RoPE twice: k's single head is a size-1
     dim), not once per layer; new batch sizes and lengths compile nothing; hitting the limit would be an error."""
-    import os
     from torch._dynamo.utils import counters
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("the Triton kernel needs a GPU or its interpreter")
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                      num_attention_heads=2, num_key_value_heads=1, rope_theta=1e4)
+    dev, cfg = fast_path_case(num_hidden_layers=3)
     torch.manual_seed(0)
     layers = Qwen2(cfg).model.layers.to(dev)
     compiled = []

@@ -1,9 +1,7 @@
 """The KV-cached sampler against recomputing the full forward pass, and the sampling filters."""
-import shutil
-
 import pytest
 import torch
-from conftest import write_checkpoint
+from conftest import NO_COMPILER, write_checkpoint
 
 from model import ModelConfig, Qwen2
 from sample import generate, sample_token
@@ -37,8 +35,7 @@ def test_kv_cache_greedy_matches_full_forward(model):
         assert out.tokens[i].tolist() == seq[len(p):], f"prompt {i} diverged"
 
 
-@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
-                    reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.skipif(NO_COMPILER, reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_decode_step_samples_the_eager_tokens(model):
     """generate(compile=True) (the plain path through torch.compile) draws the eager path's tokens and log-probs
     from the same seed, and a second call of another shape compiles anew rather than running eagerly."""
