@@ -190,7 +190,7 @@ def next_examples(examples, position, n, seed):
 
 def rng_state():
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():  # only a run that uses the GPU (a CPU run on a GPU machine never touches it)
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 

@@ -375,6 +375,7 @@ def test_sigkill_at_random_moments_while_saving_never_breaks_latest(tmp_path):
     import select
     import signal
     import time
+    import traceback
     rng = random.Random(0)
     rows = [{"prompt": ex["problem"] + "=", "response": tasks.arith_trace(ex)} for ex in tasks.make_arith(40)]
     data = tmp_path / "traces.jsonl"
@@ -396,6 +397,8 @@ def test_sigkill_at_random_moments_while_saving_never_breaks_latest(tmp_path):
                 real = tu.save_checkpoint
                 tu.save_checkpoint = lambda *a, **k: (os.write(tell, b"s"), real(*a, **k))[1]  # "a save begins"
                 sft.main(argv + ["--max-steps", "100000"] + resume)
+            except BaseException:  # reported by the parent: a child that died on its own was never killed
+                (tmp_path / "child_error.txt").write_text(traceback.format_exc())
             finally:
                 os._exit(0)
         for _ in range(rng.randint(1, 3)):  # wait for the 1st, 2nd or 3rd save to begin, however slow the machine
@@ -405,6 +408,7 @@ def test_sigkill_at_random_moments_while_saving_never_breaks_latest(tmp_path):
         os.kill(pid, signal.SIGKILL)
         os.close(began), os.close(tell)
         os.waitpid(pid, 0)
+        assert not (tmp_path / "child_error.txt").exists(), (tmp_path / "child_error.txt").read_text()
         if not (run / "latest").exists():
             continue  # killed before its first checkpoint
         ckpt = tu.find_checkpoint(run)
