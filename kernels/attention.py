@@ -35,7 +35,7 @@ import triton.language as tl
 from kernels import HEAD_DIMS, key_lower_bound, visible_keys
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # CPU interpreter: one small config, no autotuning
-LOG2E = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x * LOG2E): the kernels run base-2 softmaxes
 
 
 def attention_ref(q, k, v, start=None, cu_seqlens=None, sm_scale=None):
@@ -101,7 +101,7 @@ def _attn_fwd(Q, K, V, O, LSE, LO, sm_scale, sqb, sqh, sqt, skb, skh, skt, svb, 
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, D], tl.float32)
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
     lo_rows = tl.zeros([BLOCK_M], tl.int32)
     n_free = 0  # key blocks in [n_free, m0) are visible to every row of this block: no mask
     if HAS_LO:
@@ -176,7 +176,7 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, LO, HI, sm_scale, sqb, sqh, 
     v = tl.load(V + b * svb + kh * svh + offs_n[:, None] * svt + offs_d[None, :], mask=cols, other=0.0)
     dk = tl.zeros([BLOCK_N, D], tl.float32)
     dv = tl.zeros([BLOCK_N, D], tl.float32)
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
     # Queries in [n0 + BLOCK_N, m_free) see every key of this block (no mask); the tail up to m_end is masked.
     m_end = T
     m_free = tl.maximum(n0 + BLOCK_N, T // BLOCK_M * BLOCK_M)
@@ -236,7 +236,7 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, LO, sm_scale, sqb, sqh, sqt, skb, 
     Kh = K + b * skb + (h // G) * skh
     Vh = V + b * svb + (h // G) * svh
     dq = tl.zeros([BLOCK_M, D], tl.float32)
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
     lo_rows = tl.zeros([BLOCK_M], tl.int32)
     n_free = 0  # same three key ranges as the forward pass
     if HAS_LO:
