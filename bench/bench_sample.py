@@ -10,6 +10,8 @@ Settings for every contender: 64-token random prompts, sampling at temperature 1
 row generates exactly --new-tokens tokens). Baseline: transformers' strongest single-GPU setting, a static cache
 with torch.compile (--hf-eager adds its default dynamic cache). Ratios are ours over each baseline.
 
+Two more of ours at batches up to 64 (--few-rows) try kernels/step.py's few-row settings: ours_skinny (q/k/v,
+o_proj and down_proj by kernels/skinny.py's split-K GEMM) and ours_skinny_pdl (and programmatic dependent launch).
 For our default path (Triton kernels + the whole step as one CUDA graph) it also reports:
   - kernels per decode step, and per layer: counted with torch.profiler over eager runs of the step the graph
     captures (a model cut to 1 and 2 layers gives the per-layer count and the count outside the layers);
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import KVCache, ModelConfig, Qwen2  # noqa: E402
 from decode_step import DecodeStep  # noqa: E402
 from sample import generate  # noqa: E402
+import kernels.step as step_kernels  # noqa: E402
 
 QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                   num_attention_heads=14, num_key_value_heads=2, rope_theta=1e6, rms_norm_eps=1e-6,
@@ -121,6 +124,7 @@ def main():
     p.add_argument("--new-tokens", type=int, default=512)
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--skip-hf", action="store_true")
+    p.add_argument("--few-rows", type=int, default=64, help="rows up to which ours_skinny(_pdl) use their settings")
     p.add_argument("--hf-eager", action="store_true", help="also transformers' default (dynamic-cache) generate")
     args = p.parse_args()
     dev, N = "cuda", args.new_tokens
@@ -139,8 +143,11 @@ def main():
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)
     out = Path(os.environ.get("OUT", ".")) / "bench_sample.json"
 
-    def ours_gen(B, use_kernels):
+    default_rows = step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS
+
+    def ours_gen(B, use_kernels, skinny_rows=default_rows[0], pdl_rows=default_rows[1]):
         ours.use_kernels = use_kernels
+        step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS = skinny_rows, pdl_rows
         prompts = torch.randint(0, 151000, (B, args.prompt_len)).tolist()
         return generate(ours, prompts, max_new_tokens=N, temperature=1.0, seed=0)
 
@@ -149,7 +156,9 @@ def main():
         return hf.generate(x, attention_mask=torch.ones_like(x), do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
                            max_new_tokens=N, min_new_tokens=N, eos_token_id=None, pad_token_id=0, **kw)
 
-    contenders = [("ours", lambda B: ours_gen(B, True)), ("ours_plain_graph", lambda B: ours_gen(B, False))]
+    contenders = [("ours", lambda B: ours_gen(B, True)), ("ours_plain_graph", lambda B: ours_gen(B, False)),
+                  ("ours_skinny", lambda B: ours_gen(B, True, skinny_rows=args.few_rows, pdl_rows=0)),
+                  ("ours_skinny_pdl", lambda B: ours_gen(B, True, skinny_rows=args.few_rows, pdl_rows=args.few_rows))]
     if not args.skip_hf:
         contenders += [("hf_static_compile", lambda B: hf_gen(B, cache_implementation="static"))]
         contenders += [("hf_eager", hf_gen)] if args.hf_eager else []
@@ -157,6 +166,8 @@ def main():
         for B in args.batches:
             if name == "ours_plain_graph" and B != 64:
                 continue  # the plain PyTorch path, to show what the kernels buy
+            if name in ("ours_skinny", "ours_skinny_pdl") and B > args.few_rows:
+                continue  # what kernels/skinny.py's GEMMs, and then PDL, buy where they would run
             try:
                 fn(B)  # warm-up at the timed shape: autotuning and torch.compile stay out of the timed call
                 _, dt, peak = timed(lambda: fn(B))
@@ -170,6 +181,9 @@ def main():
                     r["roofline_tok_s"] = B * bw / r["bytes_per_step"]
                     r["roofline_share"] = r["tok_s"] / r["roofline_tok_s"]
                     r["replay_roofline_share"] = r["bytes_per_step"] / (r["replay_ms"] / 1e3) / bw
+                if name != "ours" and name.startswith("ours_") and "plain" not in name:
+                    r["replay_ms"] = replay_seconds(ours, B, args.prompt_len, N) * 1e3  # under its settings
+                    step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS = default_rows
             except Exception as e:  # a baseline that fails is reported, not fatal
                 r = dict(error=f"{type(e).__name__}: {str(e)[:300]}")
             res["results"][f"{name}_B{B}"] = r

@@ -42,3 +42,11 @@ def stacked_linear(linears):
     weight = torch.cat([lin.weight for lin in linears])
     bias = torch.cat([lin.bias for lin in linears]) if linears[0].bias is not None else None
     return weight, bias
+
+
+def pdl_options(device, pdl):
+    """The decode kernels' USE_GDC switch and launch option. pdl=True asks for programmatic dependent launch
+    (Hopper and later; ignored elsewhere): the kernel may start while the kernel before it finishes, and waits
+    (gdc_wait) before it reads anything, so only launch and set-up overlap. Asked at call time, never at import."""
+    on = pdl and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+    return dict(USE_GDC=True, launch_pdl=True) if on else dict(USE_GDC=False)

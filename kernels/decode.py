@@ -28,6 +28,9 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.attention import LOG2E
+from kernels import pdl_options
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -58,7 +61,10 @@ def _configs():
 @triton.jit
 def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, skb, skh, sks, svb, svh, svs,
                   s_len, s_start, KH, G, S, CHUNK, NS, D: tl.constexpr, G_PAD: tl.constexpr,
-                  HAS_START: tl.constexpr, BLOCK_N: tl.constexpr):
+                  HAS_START: tl.constexpr, BLOCK_N: tl.constexpr, USE_GDC: tl.constexpr):
+    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     bk = tl.program_id(0)
     split = tl.program_id(1)
     b, kh = bk // KH, bk % KH
@@ -74,7 +80,7 @@ def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, s
     q = tl.load(Q + b * sqb + heads[:, None] * sqh + offs_d[None, :], mask=offs_g[:, None] < G, other=0.0)
     Kh = Kc + b * skb + kh * skh
     Vh = Vc + b * svb + kh * svh
-    qk_scale = sm_scale * 1.4426950408889634  # base-2 softmax
+    qk_scale = sm_scale * LOG2E  # base-2 softmax
     m_i = tl.full([G_PAD], -1.0e30, tl.float32)
     l_i = tl.zeros([G_PAD], tl.float32)
     acc = tl.zeros([G_PAD, D], tl.float32)
@@ -101,7 +107,10 @@ def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, s
 
 
 @triton.jit
-def _decode_combine(O_PART, LSE_PART, OUT, NS, D: tl.constexpr, NS_PAD: tl.constexpr):
+def _decode_combine(O_PART, LSE_PART, OUT, NS, D: tl.constexpr, NS_PAD: tl.constexpr, USE_GDC: tl.constexpr):
+    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     bh = tl.program_id(0)
     offs_s = tl.arange(0, NS_PAD)
     offs_d = tl.arange(0, D)
@@ -124,10 +133,10 @@ def default_num_splits(B, K, S, device):
     return max(1, min(triton.cdiv(2 * sms, B * K), triton.cdiv(S, 256)))
 
 
-def decode_attention(q, k_cache, v_cache, lengths, start=None, num_splits=None):
+def decode_attention(q, k_cache, v_cache, lengths, start=None, num_splits=None, pdl=False):
     """q (B, H, D) one new token per row; k/v_cache (B, K, S, D) (slot dim any stride, last dim contiguous);
     lengths (B,) int (int32 or int64; an expanded view is fine): keys start[b] <= j < lengths[b] are valid.
-    Returns (B, H, D) in q's dtype."""
+    Returns (B, H, D) in q's dtype. pdl: programmatic dependent launch (kernels.pdl_options)."""
     B, H, D = q.shape
     _, K, S, _ = k_cache.shape
     if H % K or k_cache.shape != v_cache.shape or k_cache.shape[0] != B or k_cache.shape[3] != D:
@@ -144,9 +153,11 @@ def decode_attention(q, k_cache, v_cache, lengths, start=None, num_splits=None):
     _decode_split[(B * K, ns)](q, k_cache, v_cache, lengths, st, o_part, lse_part, 1.0 / math.sqrt(D),
                                q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3],
                                lengths.stride(0), st.stride(0), K, G, S, chunk, ns, D=D,
-                               G_PAD=max(16, triton.next_power_of_2(G)), HAS_START=has_start)
+                               G_PAD=max(16, triton.next_power_of_2(G)), HAS_START=has_start,
+                               **pdl_options(q.device, pdl))
     out = torch.empty(B, H, D, device=q.device, dtype=q.dtype)
-    _decode_combine[(B * H,)](o_part, lse_part, out, ns, D=D, NS_PAD=triton.next_power_of_2(ns))
+    _decode_combine[(B * H,)](o_part, lse_part, out, ns, D=D, NS_PAD=triton.next_power_of_2(ns),
+                              **pdl_options(q.device, pdl))
     return out
 
 

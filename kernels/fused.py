@@ -6,17 +6,21 @@ costs a launch (a few microseconds) for almost no bytes. These kernels each do i
 does in four to eight:
 
   1. rope_cache_write: the fused q/k/v projection's output (B, (H + 2K) D) -> RoPE on the q and k heads, the
-     rotated k and the plain v written into the KV cache at the step's slot, q returned as (B, H, D). RoPE, "rotate
+     rotated k and the plain v written into the KV cache at the step's slot, q returned as (B, H, D). The
+     projection may also come as split-K partials (S, B, (H + 2K) D) fp32 (kernels/skinny.py) with its bias: they
+     are summed, the bias added and the sum rounded to the cache dtype here. RoPE, "rotate
      half" layout (model.apply_rope), position p = max(slot - start[b], 0), angle_i = p * inv_freq_i:
          y[:D/2] = x1 cos - x2 sin,   y[D/2:] = x2 cos + x1 sin
      The slot is read from device memory, so the same launch serves every step of a CUDA graph.
   2. add_rms_norm: the residual add and the next RMSNorm, s = x + r, h = w * (s / rms(s)); returns (h, s).
      Rounded where model.rms_norm rounds (the sum and the normalised value in the input dtype, the scale in fp32).
+     r may be split-K partials (S, B, C) fp32, summed and rounded to x's dtype first (as a GEMM rounds).
   3. silu_mul: the fused gate/up projection's output (B, 2M) -> silu(gate) * up (B, M) (SwiGLU).
   4. sample_race: temperature sampling by the exponential race on raw logits, token = argmax_v (z_v / T - log E_v)
      (= argmax p_v / E_v, E ~ Exp(1)), and the token's log-prob z_tok / T - logsumexp(z / T), in one pass over the
-     vocabulary (online max and sum, as in a softmax kernel, in chunks combined exactly). The noise E comes from torch's generator, so a seeded
-     run draws the same numbers as sample.sample_token, which stays the readable path (and the one with top-k/p).
+     vocabulary (online max and sum, as in a softmax kernel, in chunks combined exactly). The noise E comes from
+     torch's generator, so a seeded run draws the same numbers as sample.sample_token, which stays the readable
+     path (and the one with top-k/p).
 
 Shapes: B rows, H query heads, K kv heads, D head dim, S cache slots, C hidden, M MLP width, V vocab.
 None of these has a backward: they serve generation only (no_grad); training keeps model.py's fused twins.
@@ -28,14 +32,19 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from kernels import pdl_options
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 BLOCK_V = 64 if INTERPRET else 1024  # vocabulary columns per step of sample_race's walk along a chunk
 RACE_CHUNK = 4 * BLOCK_V  # columns per sample_race program: 38 programs per row for a 152k vocabulary
 
 
 # ------------------------------------------------------------------------------------------ the twins
-def rope_cache_write_ref(qkv, inv_freq, k_cache, v_cache, slot, start, H, K):
-    """qkv (B, (H+2K)D); k/v_cache (B, K, S, D) written at slot (1,) -> q (B, H, D), rotated."""
+def rope_cache_write_ref(qkv, inv_freq, k_cache, v_cache, slot, start, H, K, bias=None):
+    """qkv (B, (H+2K)D), or partials (S, B, (H+2K)D) fp32 to sum with bias ((H+2K)D,); k/v_cache (B, K, S, D)
+    written at slot (1,) -> q (B, H, D), rotated."""
+    if qkv.dim() == 3:
+        qkv = (qkv.sum(0) + (bias.float() if bias is not None else 0)).to(k_cache.dtype)
     B = qkv.shape[0]
     D = qkv.shape[1] // (H + 2 * K)
     x = qkv.view(B, H + 2 * K, D)
@@ -50,7 +59,10 @@ def rope_cache_write_ref(qkv, inv_freq, k_cache, v_cache, slot, start, H, K):
 
 
 def add_rms_norm_ref(x, r, weight, eps):
-    """(h, s): s = x + r (or x when r is None), h = RMSNorm(s) rounded as model.rms_norm rounds."""
+    """(h, s): s = x + r (or x when r is None), h = RMSNorm(s) rounded as model.rms_norm rounds. r (B, C) or
+    partials (S, B, C)."""
+    if r is not None and r.dim() == 3:
+        r = r.sum(0).to(x.dtype)
     s = x if r is None else x + r
     h = s.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
@@ -72,15 +84,27 @@ def sample_race_ref(logits, noise, temperature):
 
 # ------------------------------------------------------------------------------------------ the kernels
 @triton.jit
-def _rope_cache_write(QKV, INV_FREQ, SLOT, START, Q_OUT, KC, VC, sxb, skb, skh, sks, svb, svh, svs, H, K,
-                      D: tl.constexpr, HAS_START: tl.constexpr):
+def _rope_cache_write(QKV, BIAS, INV_FREQ, SLOT, START, Q_OUT, KC, VC, NP, sxp, sxb, skb, skh, sks, svb, svh,
+                      svs, H, K, D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_START: tl.constexpr,
+                      USE_GDC: tl.constexpr):
+    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     b = tl.program_id(0)
     h = tl.program_id(1)  # 0..H-1 query heads, H..H+K-1 key heads, H+K..H+2K-1 value heads
     HALF: tl.constexpr = D // 2
     offs = tl.arange(0, HALF)
-    src = QKV + b * sxb + h * D
-    x1 = tl.load(src + offs).to(tl.float32)
-    x2 = tl.load(src + HALF + offs).to(tl.float32)
+    x1 = tl.zeros([HALF], tl.float32)
+    x2 = tl.zeros([HALF], tl.float32)
+    for p in range(NP):  # NP partials of the projection (1: its bf16 output as is)
+        src = QKV + p * sxp + b * sxb + h * D
+        x1 += tl.load(src + offs).to(tl.float32)
+        x2 += tl.load(src + HALF + offs).to(tl.float32)
+    if HAS_BIAS:
+        x1 += tl.load(BIAS + h * D + offs).to(tl.float32)
+        x2 += tl.load(BIAS + h * D + HALF + offs).to(tl.float32)
+    x1 = x1.to(KC.dtype.element_ty).to(tl.float32)  # the projection rounded once, as a GEMM rounds its output
+    x2 = x2.to(KC.dtype.element_ty).to(tl.float32)
     slot = tl.load(SLOT)
     pos = slot
     if HAS_START:
@@ -101,13 +125,21 @@ def _rope_cache_write(QKV, INV_FREQ, SLOT, START, Q_OUT, KC, VC, sxb, skb, skh, 
 
 
 @triton.jit
-def _add_rms_norm(X, R, W, H_OUT, S_OUT, C, eps, HAS_R: tl.constexpr, BLOCK: tl.constexpr):
+def _add_rms_norm(X, R, W, H_OUT, S_OUT, C, NP, srp, eps, HAS_R: tl.constexpr, BLOCK: tl.constexpr,
+                  USE_GDC: tl.constexpr):
+    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     mask = offs < C
     s = tl.load(X + row * C + offs, mask=mask, other=0.0)
     if HAS_R:
-        s = (s.to(tl.float32) + tl.load(R + row * C + offs, mask=mask, other=0.0).to(tl.float32)).to(s.dtype)
+        r = tl.zeros([BLOCK], tl.float32)
+        for p in range(NP):  # NP partials of r (1: r as is)
+            r += tl.load(R + p * srp + row * C + offs, mask=mask, other=0.0).to(tl.float32)
+        r = r.to(s.dtype).to(tl.float32)  # rounded once, as a GEMM rounds its output
+        s = (s.to(tl.float32) + r).to(s.dtype)
         tl.store(S_OUT + row * C + offs, s, mask=mask)
     sf = s.to(tl.float32)
     rstd = 1.0 / tl.sqrt(tl.sum(sf * sf, 0) / C + eps)
@@ -116,7 +148,10 @@ def _add_rms_norm(X, R, W, H_OUT, S_OUT, C, eps, HAS_R: tl.constexpr, BLOCK: tl.
 
 
 @triton.jit
-def _silu_mul(GU, OUT, M, BLOCK: tl.constexpr):
+def _silu_mul(GU, OUT, M, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
+    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     row = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
@@ -129,7 +164,10 @@ def _silu_mul(GU, OUT, M, BLOCK: tl.constexpr):
 
 @triton.jit
 def _race_partial(Z, E, M_OUT, L_OUT, BEST_OUT, ARG_OUT, V, NS, inv_temp, CHUNK: tl.constexpr,
-                  BLOCK_V: tl.constexpr):
+                  BLOCK_V: tl.constexpr, USE_GDC: tl.constexpr):
+    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     row = tl.program_id(0)
     split = tl.program_id(1)  # this program's columns: split * CHUNK .. (split + 1) * CHUNK
     offs = tl.arange(0, BLOCK_V)
@@ -160,7 +198,11 @@ def _race_partial(Z, E, M_OUT, L_OUT, BEST_OUT, ARG_OUT, V, NS, inv_temp, CHUNK:
 
 
 @triton.jit
-def _race_combine(Z, M_IN, L_IN, BEST_IN, ARG_IN, TOK, LOGP, V, NS, inv_temp, NS_PAD: tl.constexpr):
+def _race_combine(Z, M_IN, L_IN, BEST_IN, ARG_IN, TOK, LOGP, V, NS, inv_temp, NS_PAD: tl.constexpr,
+                  USE_GDC: tl.constexpr):
+    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     row = tl.program_id(0)
     offs = tl.arange(0, NS_PAD)
     mask = offs < NS
@@ -177,44 +219,54 @@ def _race_combine(Z, M_IN, L_IN, BEST_IN, ARG_IN, TOK, LOGP, V, NS, inv_temp, NS
 
 
 # ------------------------------------------------------------------------------------------ wrappers
-def rope_cache_write(qkv, inv_freq, k_cache, v_cache, slot, start, H, K):
-    """The kernel behind rope_cache_write_ref (same arguments). k/v_cache (B, K, S, D): last dim contiguous."""
-    B, width = qkv.shape
+def rope_cache_write(qkv, inv_freq, k_cache, v_cache, slot, start, H, K, bias=None, pdl=False):
+    """The kernel behind rope_cache_write_ref (same arguments; pdl: kernels.pdl_options). k/v_cache (B, K, S, D):
+    last dim contiguous."""
+    parts = qkv if qkv.dim() == 3 else qkv[None]  # (NP, B, W)
+    _, B, width = parts.shape
     D = width // (H + 2 * K)
-    if width != (H + 2 * K) * D or qkv.stride(1) != 1 or k_cache.shape[1] != K or k_cache.stride(3) != 1:
+    if width != (H + 2 * K) * D or parts.stride(2) != 1 or k_cache.shape[1] != K or k_cache.stride(3) != 1:
         raise ValueError(f"rope_cache_write: qkv {tuple(qkv.shape)} and cache {tuple(k_cache.shape)} do not fit "
                          f"H={H}, K={K} heads with a contiguous last dim")
-    q = torch.empty(B, H, D, device=qkv.device, dtype=qkv.dtype)
+    if bias is not None and qkv.dim() != 3:
+        raise ValueError("rope_cache_write: a bias goes with partials only (a GEMM's output has its bias added)")
+    q = torch.empty(B, H, D, device=qkv.device, dtype=k_cache.dtype)
     st = start if start is not None else slot
-    _rope_cache_write[(B, H + 2 * K)](qkv, inv_freq, slot, st, q, k_cache, v_cache, qkv.stride(0),
+    _rope_cache_write[(B, H + 2 * K)](parts, bias if bias is not None else parts, inv_freq, slot, st, q, k_cache,
+                                      v_cache, parts.shape[0], parts.stride(0), parts.stride(1),
                                       *k_cache.stride()[:3], *v_cache.stride()[:3], H, K, D=D,
-                                      HAS_START=start is not None)
+                                      HAS_BIAS=bias is not None, HAS_START=start is not None,
+                                      **pdl_options(q.device, pdl))
     return q
 
 
-def add_rms_norm(x, r, weight, eps):
-    """The kernel behind add_rms_norm_ref: x, r (B, C) contiguous (r may be None) -> (h, s)."""
+def add_rms_norm(x, r, weight, eps, pdl=False):
+    """The kernel behind add_rms_norm_ref (pdl: kernels.pdl_options): x (B, C), r (B, C) or partials (S, B, C) or
+    None -> (h, s)."""
     C = x.shape[-1]
     x = x.contiguous()
     h = torch.empty_like(x)
-    s = torch.empty_like(x) if r is not None else x
-    _add_rms_norm[(x.numel() // C,)](x, r.contiguous() if r is not None else x, weight, h, s, C, eps,
-                                     HAS_R=r is not None, BLOCK=triton.next_power_of_2(C))
+    has_r = r is not None
+    s = torch.empty_like(x) if has_r else x
+    r = (r if r.dim() == 3 else r.view(1, -1, C)).contiguous() if has_r else x.view(1, -1, C)  # (NP, B, C)
+    _add_rms_norm[(x.numel() // C,)](x, r, weight, h, s, C, r.shape[0], r.stride(0), eps, HAS_R=has_r,
+                                     BLOCK=triton.next_power_of_2(C), **pdl_options(x.device, pdl))
     return h, s
 
 
-def silu_mul(gu):
-    """The kernel behind silu_mul_ref: gu (B, 2M) contiguous -> (B, M)."""
+def silu_mul(gu, pdl=False):
+    """The kernel behind silu_mul_ref (pdl: kernels.pdl_options): gu (B, 2M) contiguous -> (B, M)."""
     B, M = gu.shape[0], gu.shape[1] // 2
     gu = gu.contiguous()
     out = torch.empty(B, M, device=gu.device, dtype=gu.dtype)
     block = 128 if INTERPRET else 1024
-    _silu_mul[(B, triton.cdiv(M, block))](gu, out, M, BLOCK=block)
+    _silu_mul[(B, triton.cdiv(M, block))](gu, out, M, BLOCK=block, **pdl_options(gu.device, pdl))
     return out
 
 
-def sample_race(logits, noise, temperature):
-    """The kernel behind sample_race_ref: logits (B, V) contiguous, noise (B, V) fp32 -> token (B,), log-prob (B,).
+def sample_race(logits, noise, temperature, pdl=False):
+    """The kernel behind sample_race_ref (pdl: kernels.pdl_options): logits (B, V) contiguous, noise (B, V) fp32
+    -> token (B,), log-prob (B,).
     The vocabulary is cut into chunks, one program each (a row alone is too little work for the GPU); a second,
     tiny kernel combines the chunks' maxima, sums and winners exactly."""
     B, V = logits.shape
@@ -222,11 +274,11 @@ def sample_race(logits, noise, temperature):
     m, l, best = (torch.empty(B, ns, device=logits.device, dtype=torch.float32) for _ in range(3))
     arg = torch.empty(B, ns, device=logits.device, dtype=torch.int32)
     _race_partial[(B, ns)](logits.contiguous(), noise, m, l, best, arg, V, ns, 1.0 / temperature,
-                           CHUNK=RACE_CHUNK, BLOCK_V=BLOCK_V)
+                           CHUNK=RACE_CHUNK, BLOCK_V=BLOCK_V, **pdl_options(logits.device, pdl))
     tok = torch.empty(B, device=logits.device, dtype=torch.long)
     logp = torch.empty(B, device=logits.device, dtype=torch.float32)
     _race_combine[(B,)](logits, m, l, best, arg, tok, logp, V, ns, 1.0 / temperature,
-                        NS_PAD=triton.next_power_of_2(ns))
+                        NS_PAD=triton.next_power_of_2(ns), **pdl_options(logits.device, pdl))
     return tok, logp
 
 

@@ -7,6 +7,10 @@ Per layer, with the residual add of each sublayer folded into the norm that foll
     (split + combine) -> o_proj -> add + RMSNorm -> gate/up as one GEMM -> SiLU * up -> down_proj
 The plain path (model.Qwen2.forward with a cache) runs ~20 kernels for the same layer: three projection GEMMs, two
 RoPE calls, two cache copies, two adds, two norms, two MLP GEMMs and the SwiGLU product, each its own launch.
+For few rows (SKINNY_MAX_ROWS) q/k/v, o_proj and down_proj can run as kernels/skinny.py's split-K GEMM instead of
+cuBLAS's: its fp32 partials are summed by the kernel that reads the projection next (rope_cache_write, which adds
+q/k/v's bias, and add_rms_norm), so there is no reduce kernel (ten kernels per layer); and the kernels can launch
+with programmatic dependent launch (PDL_MAX_ROWS), each starting while the one before it ends.
 
 Fused weights. q/k/v and gate/up are concatenated once per `pack_weights` call (a copy: ~0.5 GB for Qwen2.5-0.5B in
 bf16, well under a millisecond). The model's parameters keep their Hugging Face names and stay the only weights
@@ -24,6 +28,14 @@ import torch.nn.functional as F
 from kernels import stacked_linear
 from kernels.decode import decode_attention
 from kernels.fused import add_rms_norm, rope_cache_write, sample_race, silu_mul
+from kernels.skinny import skinny_linear
+
+# Up to SKINNY_MAX_ROWS rows, q/k/v, o_proj and down_proj run as kernels/skinny.py's split-K GEMM (else cuBLAS); up
+# to PDL_MAX_ROWS rows the decode kernels launch with programmatic dependent launch. Both off for now: on an H200
+# (README, "Sampling speed") they measured +9% (skinny q/k/v and o_proj) and +18% (with PDL) at batch 64, PDL -3%
+# at 256, but the GPU test suite has not yet run with them on. bench/bench_sample.py measures both.
+SKINNY_MAX_ROWS = 0
+PDL_MAX_ROWS = 0
 
 
 def pack_weights(model):
@@ -51,16 +63,24 @@ def decode_hidden(model, packed, freqs, tok, slot, start, cache):
     layers = model.model.layers
     x = model.model.embed_tokens(tok)  # (N, C) the residual stream
     lengths = (slot + 1).expand(tok.shape[0])  # (N,) every row attends up to and including this slot
-    h, _ = add_rms_norm(x, None, layers[0].input_layernorm.weight, cfg.rms_norm_eps)
+    few = tok.shape[0] <= SKINNY_MAX_ROWS  # few rows: skinny GEMMs, PDL launches
+    pdl = tok.shape[0] <= PDL_MAX_ROWS
+    eps = cfg.rms_norm_eps
+
+    def project(v, w):  # (N, C) or split-K partials (S, N, C), summed by the kernel that reads them next
+        return skinny_linear(v, w, pdl=pdl) if few else F.linear(v, w)
+
+    h, _ = add_rms_norm(x, None, layers[0].input_layernorm.weight, eps, pdl)
     for i, layer in enumerate(layers):
         w_qkv, b_qkv, w_gu = packed[i]
-        q = rope_cache_write(F.linear(h, w_qkv, b_qkv), freqs, cache.k[i], cache.v[i], slot, start, H, K)  # (N, H, D)
-        y = decode_attention(q, cache.k[i], cache.v[i], lengths, start)  # (N, H, D)
-        a = F.linear(y.view(-1, H * D), layer.self_attn.o_proj.weight)  # (N, C)
-        h, x = add_rms_norm(x, a, layer.post_attention_layernorm.weight, cfg.rms_norm_eps)
-        mlp = F.linear(silu_mul(F.linear(h, w_gu)), layer.mlp.down_proj.weight)  # (N, C)
+        qkv, bias = (project(h, w_qkv), b_qkv) if few else (F.linear(h, w_qkv, b_qkv), None)  # bias: rope_cache_write's
+        q = rope_cache_write(qkv, freqs, cache.k[i], cache.v[i], slot, start, H, K, bias, pdl)  # (N, H, D)
+        y = decode_attention(q, cache.k[i], cache.v[i], lengths, start, pdl=pdl).view(-1, H * D)  # (N, H D)
+        h, x = add_rms_norm(x, project(y, layer.self_attn.o_proj.weight), layer.post_attention_layernorm.weight,
+                            eps, pdl)
+        mlp = project(silu_mul(F.linear(h, w_gu), pdl), layer.mlp.down_proj.weight)  # gate/up: cuBLAS's tiles win
         norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.model.norm
-        h, x = add_rms_norm(x, mlp, norm.weight, cfg.rms_norm_eps)
+        h, x = add_rms_norm(x, mlp, norm.weight, eps, pdl)
     return h
 
 
@@ -80,4 +100,4 @@ class FastDecode:
     def sample(logits, temperature, generator):
         """The race sample_token runs (same Exp(1) noise from the same generator) -> token (N,), log-prob (N,)."""
         noise = torch.empty(logits.shape, device=logits.device).exponential_(1, generator=generator)
-        return sample_race(logits, noise, temperature)
+        return sample_race(logits, noise, temperature, pdl=logits.shape[0] <= PDL_MAX_ROWS)

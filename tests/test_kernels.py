@@ -342,6 +342,46 @@ def test_silu_mul_matches_reference(dtype):
     assert rel_err(silu_mul(gu), silu_mul_ref(gu)) < (1e-5 if dtype == torch.float32 else 1e-2)
 
 
+@pytest.mark.parametrize("B,N,K", [(3, 40, 96), (1, 16, 100), (70, 48, 64)])  # K not a multiple of the chunk
+def test_skinny_linear_partials_sum_to_the_product(B, N, K):
+    """The split-K GEMM's partials (several, each fp32) sum to x @ W^T, as its twin's single partial does."""
+    from kernels.skinny import skinny_linear, skinny_linear_ref
+    g = torch.Generator().manual_seed(5)
+    dtype = torch.bfloat16 if CUDA else torch.float32
+    x, w = torch.randn(B, K, generator=g).to(DEVICE, dtype), torch.randn(N, K, generator=g).to(DEVICE, dtype)
+    for splits in (None, 3):  # its own choice for the shape, and 3 (the last chunk past K)
+        parts = skinny_linear(x, w, splits)
+        assert parts.dtype == torch.float32 and parts.shape[1:] == (B, N) and parts.shape[0] == (splits or len(parts))
+        assert rel_err(parts.sum(0), skinny_linear_ref(x, w).sum(0)) < (1e-5 if not CUDA else 1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if not CUDA else [torch.bfloat16])
+def test_fused_kernels_read_split_k_partials(dtype):
+    """rope_cache_write (with the projection's bias) and add_rms_norm given partials (S, B, W) fp32 give what
+    they give for the projection's output rounded once (sum + bias, then the dtype), and so do their twins."""
+    g = torch.Generator().manual_seed(6)
+    B, H, K, D, S, C = 3, 4, 2, 16, 24, 96
+    parts = torch.randn(3, B, (H + 2 * K) * D, generator=g).to(DEVICE)
+    bias = torch.randn((H + 2 * K) * D, generator=g).to(DEVICE, dtype)
+    whole = (parts.sum(0) + bias.float()).to(dtype)
+    freqs = 1.0 / 1e4 ** (torch.arange(0, D, 2, device=DEVICE).float() / D)
+    slot, start = torch.tensor([7], device=DEVICE), torch.tensor([0, 2, 5], device=DEVICE)
+    out = {}
+    for name, fn, args in (("partials", rope_cache_write, (parts,)), ("twin", rope_cache_write_ref, (parts,)),
+                           ("whole", rope_cache_write, (whole,))):
+        kc, vc = (torch.zeros(B, K, S, D, device=DEVICE, dtype=dtype) for _ in range(2))
+        q = fn(*args, freqs, kc, vc, slot, start, H, K, bias if name != "whole" else None)
+        out[name] = torch.cat([q.flatten(), kc.flatten(), vc.flatten()]).float()
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert rel_err(out["partials"], out["whole"]) < tol and rel_err(out["twin"], out["whole"]) < tol
+    x, w = torch.randn(B, C, generator=g).to(DEVICE, dtype), (1 + 0.1 * torch.randn(C, generator=g)).to(DEVICE, dtype)
+    r_parts = torch.randn(4, B, C, generator=g).to(DEVICE)
+    h, s = add_rms_norm(x, r_parts, w, 1e-6)
+    h_ref, s_ref = add_rms_norm_ref(x, r_parts.sum(0).to(dtype), w, 1e-6)
+    assert torch.equal(s, s_ref) and rel_err(h, h_ref) < tol
+    assert torch.equal(add_rms_norm_ref(x, r_parts, w, 1e-6)[1], s_ref)
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_sample_race_picks_the_tokens_sample_token_picks(temperature):
     """Same logits, same Exp(1) noise: the one-pass kernel, its twin and sample.sample_token agree on every token,
@@ -357,9 +397,12 @@ def test_sample_race_picks_the_tokens_sample_token_picks(temperature):
     torch.testing.assert_close(lp, lp_st, atol=1e-4, rtol=0)
 
 
-def test_fast_decode_step_matches_plain_step():
+@pytest.mark.parametrize("skinny_rows", [64, 0])  # q/k/v and o_proj as kernels/skinny.py's GEMM, or cuBLAS's
+def test_fast_decode_step_matches_plain_step(skinny_rows, monkeypatch):
     """kernels/step.py (packed q/k/v and gate/up, the fused kernels, decode attention) gives the logits of the
     plain model forward for a decode step over a left-padded cache (fp32 in the interpreter, bf16 on a GPU)."""
+    import kernels.step
+    monkeypatch.setattr(kernels.step, "SKINNY_MAX_ROWS", skinny_rows)
     from conftest import TINY
     from kernels.step import FastDecode
     from model import KVCache, ModelConfig, Qwen2

@@ -214,3 +214,26 @@ def test_whole_step_graph_replays_the_eager_tokens_on_gpu(use_kernels):
     for r in runs[1:]:
         assert torch.equal(runs[0].tokens, r.tokens) and torch.equal(runs[0].lengths, r.lengths)
         torch.testing.assert_close(runs[0].logprobs, r.logprobs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+                    reason="programmatic dependent launch needs a Hopper GPU or later")
+@pytest.mark.parametrize("skinny_rows", [0, 64])
+def test_programmatic_dependent_launch_changes_no_token_on_gpu(skinny_rows, monkeypatch):
+    """PDL on (each decode kernel may start before the one before it ends, and waits for its writes): the
+    captured fast step draws exactly the tokens and log-probs it draws with PDL off, at 4, 64 and 96 rows, with the
+    projections by cuBLAS or (up to 64 rows) by kernels/skinny.py."""
+    import kernels.step
+    monkeypatch.setattr(kernels.step, "SKINNY_MAX_ROWS", skinny_rows)
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)  # head dim 64
+    m = Qwen2(cfg).cuda().to(torch.bfloat16).eval()
+    m.use_kernels = True
+    for samples in (1, 16, 24):  # 4, 64 and 96 rows
+        runs = []
+        for pdl_rows in (0, 64):
+            monkeypatch.setattr(kernels.step, "PDL_MAX_ROWS", pdl_rows)
+            runs.append(generate(m, PROMPTS, num_samples=samples, max_new_tokens=40, seed=1, cuda_graph=True))
+        assert torch.equal(runs[0].tokens, runs[1].tokens)
+        torch.testing.assert_close(runs[0].logprobs, runs[1].logprobs, atol=0, rtol=0)

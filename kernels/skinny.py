@@ -1,0 +1,113 @@
+"""
+The decode step's projections with few outputs (q/k/v, o_proj, down_proj) as a split-K GEMM for few rows, in Triton.
+
+At decode time a projection multiplies a few rows (one token per sequence: B = 1 .. 128) by a weight of a few MB.
+On an H200 at B = 64, with cold weights, cuBLAS reads q/k/v's 2 MB in 4.7 us, o_proj's 1.6 MB in 4.4 and
+down_proj's 8.7 MB in 8.5 (with its own split-K reduce kernel): well under the memory bandwidth, because 14-36
+output tiles cannot keep 132 SMs busy. Here the reduction dimension is cut too, so that there are enough programs:
+    out = x @ W^T = sum_s x[:, K_s] @ W[:, K_s]^T          (K_s: the s-th of `splits` chunks of the K columns)
+Program (n, m, s) computes one (BLOCK_M, BLOCK_N) tile of partial s in fp32. The partials are not summed here:
+the kernel that reads the projection next sums them as it loads them (kernels/fused.py: rope_cache_write adds the
+bias too, add_rms_norm the residual), so split-K costs no extra kernel and no extra rounding (the sum is rounded
+once to the weights' dtype, as a GEMM rounds its output).
+
+Measured (docs/bench/skinny_gemm_sweep_h200_2026-12-03.json): 3.8 / 3.3 / 5.6 us at B = 64 for the three. At
+B = 256 it only ties cuBLAS, and gate/up (9,728 outputs: enough tiles) stays cuBLAS's at every B.
+Shapes: B rows, N outputs, K inputs (the reduction), S splits.
+Run `python kernels/skinny.py` on a GPU for the comparison with cuBLAS.
+"""
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels import pdl_options
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def skinny_linear_ref(x, weight):
+    """The twin: x (B, K), weight (N, K) -> the whole product as one partial (1, B, N) fp32 (its readers sum
+    over the first dim, so they cannot tell one partial from several)."""
+    return (x.float() @ weight.float().T)[None]
+
+
+@triton.jit
+def _skinny_linear(X, W, OUT, B, N, K, sxb, swn, CHUNK, BLOCK_M: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr):
+    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    split = tl.program_id(2)  # this program's columns: split * CHUNK .. (split + 1) * CHUNK
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows, outs = offs_m < B, offs_n < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for k0 in range(split * CHUNK, (split + 1) * CHUNK, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        in_k = offs_k < K  # (the last chunk may run past K)
+        x = tl.load(X + offs_m[:, None] * sxb + offs_k[None, :], mask=rows[:, None] & in_k[None, :], other=0.0)
+        w = tl.load(W + offs_n[:, None] * swn + offs_k[None, :], mask=outs[:, None] & in_k[None, :], other=0.0)
+        acc = tl.dot(x, tl.trans(w), acc)  # (BLOCK_M, BLOCK_N)
+    tl.store(OUT + (split * B + offs_m[:, None]) * N + offs_n[None, :], acc, mask=rows[:, None] & outs[None, :])
+
+
+def skinny_config(B, N, K):
+    """(splits, BLOCK_M, BLOCK_N, BLOCK_K, num_stages), from a sweep on an H200 at the Qwen2.5-0.5B shapes with
+    cold weights (24 layers' worth): ~100-130 programs, the long reduction of down_proj in 64-wide tiles and 8
+    splits (5.6 us against cuBLAS's 8.5 at B = 64), q/k/v and o_proj in 32-wide tiles (3.8 and 3.3 us against
+    4.7 and 4.4)."""
+    if INTERPRET:
+        return max(1, min(3, K // 16)), 16, 16, 16, 1
+    block_m = 16 if B <= 16 else 64
+    block_n = 64 if K > 2048 else 32
+    tiles = triton.cdiv(N, block_n) * triton.cdiv(B, block_m)
+    return max(1, min(8, 128 // tiles, K // 128)), block_m, block_n, 128, 4 if K > 2048 else 3
+
+
+def skinny_linear(x, weight, splits=None, pdl=False):
+    """The kernel behind skinny_linear_ref: x (B, K), weight (N, K), last dims contiguous -> (S, B, N) fp32.
+    splits=None: skinny_config's. pdl: programmatic dependent launch (kernels.pdl_options)."""
+    B, K = x.shape
+    N = weight.shape[0]
+    if weight.shape[1] != K or x.stride(1) != 1 or weight.stride(1) != 1:
+        raise ValueError(f"skinny_linear: x {tuple(x.shape)} and weight {tuple(weight.shape)} need the same K "
+                         "and contiguous rows")
+    s, block_m, block_n, block_k, stages = skinny_config(B, N, K)
+    splits = splits or s
+    chunk = triton.cdiv(triton.cdiv(K, splits), block_k) * block_k
+    out = torch.empty(splits, B, N, device=x.device, dtype=torch.float32)
+    grid = (triton.cdiv(N, block_n), triton.cdiv(B, block_m), splits)
+    _skinny_linear[grid](x, weight, out, B, N, K, x.stride(0), weight.stride(0), chunk,
+                         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+                         num_warps=4, num_stages=stages, **pdl_options(x.device, pdl))
+    return out
+
+
+if __name__ == "__main__":  # against cuBLAS at the Qwen2.5-0.5B decode shapes, cold weights as in a real step
+    import torch.nn.functional as F
+    shapes = {"q/k/v": (1152, 896), "o_proj": (896, 896), "down_proj": (896, 4864)}  # (N, K)
+    for B in (1, 64):
+        for name, (N, K) in shapes.items():
+            ws = [torch.randn(N, K, device="cuda", dtype=torch.bfloat16) for _ in range(24)]  # 24 layers' weights
+            x = torch.randn(B, K, device="cuda", dtype=torch.bfloat16)
+            times = {}
+            for impl, fn in (("cuBLAS", lambda w: F.linear(x, w)), ("skinny", lambda w: skinny_linear(x, w))):
+                fn(ws[0])  # compile
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    for w in ws:
+                        fn(w)
+                graph.replay()
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(20):
+                    graph.replay()
+                end.record()
+                end.synchronize()
+                times[impl] = start.elapsed_time(end) * 1e3 / (20 * len(ws))  # us per projection
+            print(f"B={B:3d} {name:9s} cuBLAS {times['cuBLAS']:5.2f} us, skinny {times['skinny']:5.2f} us "
+                  f"({N * K * 2 / times['skinny'] / 1e6:.2f} TB/s), {times['cuBLAS'] / times['skinny']:.2f}x")
