@@ -143,9 +143,7 @@ def main():
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)
     out = Path(os.environ.get("OUT", ".")) / "bench_sample.json"
 
-    default_rows = step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS
-
-    def ours_gen(B, use_kernels, skinny_rows=default_rows[0], pdl_rows=default_rows[1]):
+    def ours_gen(B, use_kernels, skinny_rows=step_kernels.SKINNY_MAX_ROWS, pdl_rows=step_kernels.PDL_MAX_ROWS):
         ours.use_kernels = use_kernels
         step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS = skinny_rows, pdl_rows
         prompts = torch.randint(0, 151000, (B, args.prompt_len)).tolist()
@@ -159,6 +157,7 @@ def main():
     contenders = [("ours", lambda B: ours_gen(B, True)), ("ours_plain_graph", lambda B: ours_gen(B, False)),
                   ("ours_skinny", lambda B: ours_gen(B, True, skinny_rows=args.few_rows, pdl_rows=0)),
                   ("ours_skinny_pdl", lambda B: ours_gen(B, True, skinny_rows=args.few_rows, pdl_rows=args.few_rows))]
+    few_row_contenders = ("ours_skinny", "ours_skinny_pdl")
     if not args.skip_hf:
         contenders += [("hf_static_compile", lambda B: hf_gen(B, cache_implementation="static"))]
         contenders += [("hf_eager", hf_gen)] if args.hf_eager else []
@@ -166,7 +165,7 @@ def main():
         for B in args.batches:
             if name == "ours_plain_graph" and B != 64:
                 continue  # the plain PyTorch path, to show what the kernels buy
-            if name in ("ours_skinny", "ours_skinny_pdl") and B > args.few_rows:
+            if name in few_row_contenders and B > args.few_rows:
                 continue  # what kernels/skinny.py's GEMMs, and then PDL, buy where they would run
             try:
                 fn(B)  # warm-up at the timed shape: autotuning and torch.compile stay out of the timed call
@@ -181,9 +180,8 @@ def main():
                     r["roofline_tok_s"] = B * bw / r["bytes_per_step"]
                     r["roofline_share"] = r["tok_s"] / r["roofline_tok_s"]
                     r["replay_roofline_share"] = r["bytes_per_step"] / (r["replay_ms"] / 1e3) / bw
-                if name != "ours" and name.startswith("ours_") and "plain" not in name:
-                    r["replay_ms"] = replay_seconds(ours, B, args.prompt_len, N) * 1e3  # under its settings
-                    step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS = default_rows
+                if name in few_row_contenders:  # (ours_gen left its settings in kernels.step)
+                    r["replay_ms"] = replay_seconds(ours, B, args.prompt_len, N) * 1e3
             except Exception as e:  # a baseline that fails is reported, not fatal
                 r = dict(error=f"{type(e).__name__}: {str(e)[:300]}")
             res["results"][f"{name}_B{B}"] = r

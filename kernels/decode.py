@@ -30,6 +30,7 @@ import triton.language as tl
 
 from kernels.attention import LOG2E
 from kernels import pdl_options
+from kernels.fused import pdl_wait
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -62,9 +63,7 @@ def _configs():
 def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, skb, skh, sks, svb, svh, svs,
                   s_len, s_start, KH, G, S, CHUNK, NS, D: tl.constexpr, G_PAD: tl.constexpr,
                   HAS_START: tl.constexpr, BLOCK_N: tl.constexpr, USE_GDC: tl.constexpr):
-    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    pdl_wait(USE_GDC)
     bk = tl.program_id(0)
     split = tl.program_id(1)
     b, kh = bk // KH, bk % KH
@@ -108,9 +107,7 @@ def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, s
 
 @triton.jit
 def _decode_combine(O_PART, LSE_PART, OUT, NS, D: tl.constexpr, NS_PAD: tl.constexpr, USE_GDC: tl.constexpr):
-    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    pdl_wait(USE_GDC)
     bh = tl.program_id(0)
     offs_s = tl.arange(0, NS_PAD)
     offs_d = tl.arange(0, D)

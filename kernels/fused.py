@@ -84,12 +84,20 @@ def sample_race_ref(logits, noise, temperature):
 
 # ------------------------------------------------------------------------------------------ the kernels
 @triton.jit
+def pdl_wait(USE_GDC: tl.constexpr):
+    """First thing in every decode kernel. Launched with programmatic dependent launch (kernels.pdl_options), a
+    kernel may start while the one before it ends: it waits here until that kernel's writes are done, then lets
+    the next kernel start its own launch."""
+    if USE_GDC:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
 def _rope_cache_write(QKV, BIAS, INV_FREQ, SLOT, START, Q_OUT, KC, VC, NP, sxp, sxb, skb, skh, sks, svb, svh,
                       svs, H, K, D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_START: tl.constexpr,
                       USE_GDC: tl.constexpr):
-    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    pdl_wait(USE_GDC)
     b = tl.program_id(0)
     h = tl.program_id(1)  # 0..H-1 query heads, H..H+K-1 key heads, H+K..H+2K-1 value heads
     HALF: tl.constexpr = D // 2
@@ -127,9 +135,7 @@ def _rope_cache_write(QKV, BIAS, INV_FREQ, SLOT, START, Q_OUT, KC, VC, NP, sxp, 
 @triton.jit
 def _add_rms_norm(X, R, W, H_OUT, S_OUT, C, NP, srp, eps, HAS_R: tl.constexpr, BLOCK: tl.constexpr,
                   USE_GDC: tl.constexpr):
-    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    pdl_wait(USE_GDC)
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     mask = offs < C
@@ -149,9 +155,7 @@ def _add_rms_norm(X, R, W, H_OUT, S_OUT, C, NP, srp, eps, HAS_R: tl.constexpr, B
 
 @triton.jit
 def _silu_mul(GU, OUT, M, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
-    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    pdl_wait(USE_GDC)
     row = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
@@ -165,9 +169,7 @@ def _silu_mul(GU, OUT, M, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
 @triton.jit
 def _race_partial(Z, E, M_OUT, L_OUT, BEST_OUT, ARG_OUT, V, NS, inv_temp, CHUNK: tl.constexpr,
                   BLOCK_V: tl.constexpr, USE_GDC: tl.constexpr):
-    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    pdl_wait(USE_GDC)
     row = tl.program_id(0)
     split = tl.program_id(1)  # this program's columns: split * CHUNK .. (split + 1) * CHUNK
     offs = tl.arange(0, BLOCK_V)
@@ -200,9 +202,7 @@ def _race_partial(Z, E, M_OUT, L_OUT, BEST_OUT, ARG_OUT, V, NS, inv_temp, CHUNK:
 @triton.jit
 def _race_combine(Z, M_IN, L_IN, BEST_IN, ARG_IN, TOK, LOGP, V, NS, inv_temp, NS_PAD: tl.constexpr,
                   USE_GDC: tl.constexpr):
-    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    pdl_wait(USE_GDC)
     row = tl.program_id(0)
     offs = tl.arange(0, NS_PAD)
     mask = offs < NS

@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from kernels import pdl_options
+from kernels.fused import pdl_wait
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -36,9 +37,7 @@ def skinny_linear_ref(x, weight):
 @triton.jit
 def _skinny_linear(X, W, OUT, B, N, K, sxb, swn, CHUNK, BLOCK_M: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr):
-    if USE_GDC:  # (pdl=True) wait for the kernel before this one to finish its writes
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    pdl_wait(USE_GDC)
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     split = tl.program_id(2)  # this program's columns: split * CHUNK .. (split + 1) * CHUNK
