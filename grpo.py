@@ -58,8 +58,8 @@ import rewards
 from answers import CHECKERS
 import train_utils as tu
 from model import load_model, pick_device
-from objective import (LOSS_TYPES, completion_mask, fill_batch, group_advantages, high_entropy_mask, overlong_penalty,
-                       policy_loss, truncated_is_weight, zero_spread)
+from objective import (LOSS_TYPES, completion_mask, doctor, fill_batch, group_advantages, high_entropy_mask,
+                       overlong_penalty, policy_loss, truncated_is_weight, zero_spread)
 from sample import Generation, check_sampling, generate, pad_left
 from tasks import load_task
 from tokenizer import TEMPLATES, completion_prefix, render_prompt, resolve_template
@@ -452,32 +452,6 @@ def run_eval(model, tok, examples, template, config, out_path):
                        max_new_tokens=config.max_completion_length, batch_size=config.num_prompts, out_path=out_path,
                        seed=config.seed, template=template, answer_checker=config.answer_checker)
     return {f"eval_{k}": v for k, v in summary.items() if k.startswith(("pass@", "maj@", "format"))}
-
-
-def doctor(history, patience=5):
-    """Warnings for the usual reasons a GRPO run does not learn, from the metrics of the last steps."""
-    warn, recent = [], history[-patience:]
-    gap = history[-1].get("logp_gap") if history else None
-    if gap is not None and not gap < 0.1:  # (also true for inf and nan)
-        warn.append(f"sampler and trainer log-probs of the same tokens differ by {gap:.3g} on average (expected "
-                    f"~1e-2 in bf16): the ratios are off; try --no-kernels to tell a kernel from a masking bug")
-    if len(recent) < patience:
-        return warn
-    if all(r.get("zero_spread", 0) >= 1.0 for r in recent):
-        warn.append(f"every group had zero reward spread for {patience} steps: no learning signal. The task is too "
-                    f"hard or too easy for this model: raise --num-generations or --temperature, or change the task")
-    if recent[-1].get("truncated", 0) > 0.5:
-        warn.append(f"{recent[-1]['truncated']:.0%} of completions hit --max-completion-length: raise it, or use "
-                    f"--mask-truncated-completions / --overlong-buffer")
-    fmt = [r["format"] for r in history if r.get("format") is not None]
-    if len(fmt) > 2 * patience and max(fmt[:-patience]) > 0.3 and max(fmt[-patience:]) < 0.1 * max(fmt[:-patience]):
-        warn.append("the format reward collapsed (the model stopped writing <think>/<answer>): lower --learning-rate "
-                    "or raise the format weight in --reward-weights")
-    kl = [r.get("kl") for r in recent if r.get("kl") is not None]
-    if kl and kl[-1] > 1.0 and kl[-1] > 4 * max(kl[0], 1e-3):
-        warn.append(f"KL to the reference exploded ({kl[0]:.3g} -> {kl[-1]:.3g}): lower --learning-rate or raise "
-                    f"--beta")
-    return warn
 
 
 def main(argv=None):

@@ -1,7 +1,8 @@
 """
 The GRPO objective and the variants the field uses: advantages, which tokens count and how much, and the loss.
-Pure functions of tensors, no model and no state: change the loss here. grpo.py calls them; tests/test_objective.py
-derives each by hand (and GSPO, CISPO and GRPO's gradient against loops written as the papers print them).
+Pure functions of tensors (doctor: of a run's metrics), no model and no state: change the loss here. grpo.py calls
+them; tests/test_objective.py derives each by hand (and GSPO, CISPO and GRPO's gradient against loops written as
+the papers print them).
 
     group_advantages     --scale-rewards group | batch | none                     DeepSeekMath, Lite PPO, Dr. GRPO
     zero_spread          the groups that teach nothing (all G rewards equal)
@@ -13,6 +14,7 @@ derives each by hand (and GSPO, CISPO and GRPO's gradient against loops written 
     kl_k3                --beta                                                   DeepSeekMath eq. 4
     policy_loss          --loss-type grpo | bnpo | dr_grpo | dapo | cispo, --importance-sampling-level token |
                          sequence (GSPO), --epsilon / --epsilon-high (DAPO's clip-higher)
+    doctor               the usual reasons a run does not learn, read from its metrics (grpo.py prints them)
 
 Names follow TRL's GRPOConfig where the concept is the same. Shape legend: P prompts, G completions per prompt,
 N = P*G rows, M rows of a micro-batch, Tc completion length, n real (loss-bearing) tokens.
@@ -155,3 +157,32 @@ def policy_loss(logp, old_logp, adv, mask, *, epsilon=0.2, epsilon_high=None, be
         stats = {"clipped": (is_clipped * mask).sum(), "kl": (kl * mask).sum(), "ratio": (ratio * mask).sum(),
                  "tokens": mask.sum()}
     return loss, stats
+
+
+# ------------------------------------------------------------------------ when a run does not learn
+
+
+def doctor(history, patience=5):
+    """Warnings for the usual reasons a GRPO run does not learn, from the metrics of the last steps."""
+    warn, recent = [], history[-patience:]
+    gap = history[-1].get("logp_gap") if history else None
+    if gap is not None and not gap < 0.1:  # (also true for inf and nan)
+        warn.append(f"sampler and trainer log-probs of the same tokens differ by {gap:.3g} on average (expected "
+                    f"~1e-2 in bf16): the ratios are off; try --no-kernels to tell a kernel from a masking bug")
+    if len(recent) < patience:
+        return warn
+    if all(r.get("zero_spread", 0) >= 1.0 for r in recent):
+        warn.append(f"every group had zero reward spread for {patience} steps: no learning signal. The task is too "
+                    f"hard or too easy for this model: raise --num-generations or --temperature, or change the task")
+    if recent[-1].get("truncated", 0) > 0.5:
+        warn.append(f"{recent[-1]['truncated']:.0%} of completions hit --max-completion-length: raise it, or use "
+                    f"--mask-truncated-completions / --overlong-buffer")
+    fmt = [r["format"] for r in history if r.get("format") is not None]
+    if len(fmt) > 2 * patience and max(fmt[:-patience]) > 0.3 and max(fmt[-patience:]) < 0.1 * max(fmt[:-patience]):
+        warn.append("the format reward collapsed (the model stopped writing <think>/<answer>): lower --learning-rate "
+                    "or raise the format weight in --reward-weights")
+    kl = [r.get("kl") for r in recent if r.get("kl") is not None]
+    if kl and kl[-1] > 1.0 and kl[-1] > 4 * max(kl[0], 1e-3):
+        warn.append(f"KL to the reference exploded ({kl[0]:.3g} -> {kl[-1]:.3g}): lower --learning-rate or raise "
+                    f"--beta")
+    return warn

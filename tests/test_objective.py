@@ -1,13 +1,13 @@
 """The GRPO objective (objective.py), checked piece by piece: advantages, filtering, masking, the loss variants
 and their gradients, against values worked out by hand and against loops written as the papers print the formulas
-(DeepSeekMath eq. 3, GSPO, CISPO). Each hand value is derived in the comment or docstring beside it."""
+(DeepSeekMath eq. 3, GSPO, CISPO); and the doctor's warnings. Each hand value is derived in the comment or docstring beside it."""
 import math
 
 import pytest
 import torch
 
-from objective import (completion_mask, fill_batch, group_advantages, high_entropy_mask, kl_k3, overlong_penalty,
-                       policy_loss, truncated_is_weight, zero_spread)
+from objective import (completion_mask, doctor, fill_batch, group_advantages, high_entropy_mask, kl_k3,
+                       overlong_penalty, policy_loss, truncated_is_weight, zero_spread)
 
 
 def test_group_advantages_standardise_within_each_group():
@@ -265,3 +265,16 @@ def test_high_entropy_mask_keeps_the_top_quantile():
     logp, old, adv, mask = hand_batch()
     loss, _ = policy_loss(logp, old, adv, mask, token_weight=torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
     assert loss.item() == pytest.approx(-1.2 / 3, abs=1e-6)
+
+
+def test_doctor_names_the_usual_reasons_a_run_does_not_learn():
+    healthy = [{"zero_spread": 0.3, "truncated": 0.1, "format": 0.5, "kl": 0.01} for _ in range(12)]
+    assert doctor(healthy) == []
+    assert "zero reward spread" in doctor([{"zero_spread": 1.0}] * 5)[0]
+    assert "--max-completion-length" in doctor([{"truncated": 0.8}] * 5)[0]
+    collapsed = [{"format": 0.6}] * 8 + [{"format": 0.01}] * 5
+    assert "format reward collapsed" in doctor(collapsed)[0]
+    exploding = [{"kl": 0.05}, {"kl": 0.2}, {"kl": 0.5}, {"kl": 1.0}, {"kl": 3.0}]
+    assert "KL" in doctor(exploding)[0]
+    assert "sampler and trainer" in doctor([{"logp_gap": float("inf")}])[0]  # from the first step on
+    assert doctor([{"logp_gap": 8.7e-3}]) == []
