@@ -10,8 +10,9 @@ Settings for every contender: 64-token random prompts, sampling at temperature 1
 row generates exactly --new-tokens tokens). Baseline: transformers' strongest single-GPU setting, a static cache
 with torch.compile (--hf-eager adds its default dynamic cache). Ratios are ours over each baseline.
 
-Two more of ours at batches up to 64 (--few-rows) try kernels/step.py's few-row settings: ours_skinny (q/k/v,
-o_proj and down_proj by kernels/skinny.py's split-K GEMM) and ours_skinny_pdl (and programmatic dependent launch).
+Two more of ours try kernels/step.py's few-row settings the other way round from the default, at the batches where
+they differ from it: ours_cublas (every projection by cuBLAS, plain launches) and ours_few_rows (q/k/v, o_proj and
+down_proj by kernels/skinny.py's split-K GEMM, programmatic dependent launch).
 For our default path (Triton kernels + the whole step as one CUDA graph) it also reports:
   - kernels per decode step, and per layer: counted with torch.profiler over eager runs of the step the graph
     captures (a model cut to 1 and 2 layers gives the per-layer count and the count outside the layers);
@@ -124,7 +125,6 @@ def main():
     p.add_argument("--new-tokens", type=int, default=512)
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--skip-hf", action="store_true")
-    p.add_argument("--few-rows", type=int, default=64, help="rows up to which ours_skinny(_pdl) use their settings")
     p.add_argument("--hf-eager", action="store_true", help="also transformers' default (dynamic-cache) generate")
     args = p.parse_args()
     dev, N = "cuda", args.new_tokens
@@ -143,9 +143,11 @@ def main():
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)
     out = Path(os.environ.get("OUT", ".")) / "bench_sample.json"
 
-    def ours_gen(B, use_kernels, skinny_rows=step_kernels.SKINNY_MAX_ROWS, pdl_rows=step_kernels.PDL_MAX_ROWS):
+    default_rows = step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS
+
+    def ours_gen(B, use_kernels, rows=default_rows):  # rows: (SKINNY_MAX_ROWS, PDL_MAX_ROWS) for this call
         ours.use_kernels = use_kernels
-        step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS = skinny_rows, pdl_rows
+        step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS = rows
         prompts = torch.randint(0, 151000, (B, args.prompt_len)).tolist()
         return generate(ours, prompts, max_new_tokens=N, temperature=1.0, seed=0)
 
@@ -155,9 +157,9 @@ def main():
                            max_new_tokens=N, min_new_tokens=N, eos_token_id=None, pad_token_id=0, **kw)
 
     contenders = [("ours", lambda B: ours_gen(B, True)), ("ours_plain_graph", lambda B: ours_gen(B, False)),
-                  ("ours_skinny", lambda B: ours_gen(B, True, skinny_rows=args.few_rows, pdl_rows=0)),
-                  ("ours_skinny_pdl", lambda B: ours_gen(B, True, skinny_rows=args.few_rows, pdl_rows=args.few_rows))]
-    few_row_contenders = ("ours_skinny", "ours_skinny_pdl")
+                  ("ours_cublas", lambda B: ours_gen(B, True, rows=(0, 0))),
+                  ("ours_few_rows", lambda B: ours_gen(B, True, rows=(B, B)))]
+    few_row_contenders = {"ours_cublas": (0, 0), "ours_few_rows": None}  # None: on at every batch
     if not args.skip_hf:
         contenders += [("hf_static_compile", lambda B: hf_gen(B, cache_implementation="static"))]
         contenders += [("hf_eager", hf_gen)] if args.hf_eager else []
@@ -165,8 +167,10 @@ def main():
         for B in args.batches:
             if name == "ours_plain_graph" and B != 64:
                 continue  # the plain PyTorch path, to show what the kernels buy
-            if name in few_row_contenders and B > args.few_rows:
-                continue  # what kernels/skinny.py's GEMMs, and then PDL, buy where they would run
+            if name in few_row_contenders:  # only where the default differs: what the few-row settings buy or cost
+                rows = few_row_contenders[name] or (B, B)
+                if all((B <= r) == (B <= d) for r, d in zip(rows, default_rows)):
+                    continue
             try:
                 fn(B)  # warm-up at the timed shape: autotuning and torch.compile stay out of the timed call
                 _, dt, peak = timed(lambda: fn(B))

@@ -31,11 +31,12 @@ from kernels.fused import add_rms_norm, rope_cache_write, sample_race, silu_mul
 from kernels.skinny import skinny_linear
 
 # Up to SKINNY_MAX_ROWS rows, q/k/v, o_proj and down_proj run as kernels/skinny.py's split-K GEMM (else cuBLAS); up
-# to PDL_MAX_ROWS rows the decode kernels launch with programmatic dependent launch. Both off for now: on an H200
-# (README, "Sampling speed") they measured +9% (skinny q/k/v and o_proj) and +18% (with PDL) at batch 64, PDL -3%
-# at 256, but the GPU test suite has not yet run with them on. bench/bench_sample.py measures both.
-SKINNY_MAX_ROWS = 0
-PDL_MAX_ROWS = 0
+# to PDL_MAX_ROWS rows the decode kernels launch with programmatic dependent launch. On an H200 (README, "Sampling
+# speed", one run) the two together replayed a step faster than cuBLAS + plain launches at every batch measured:
+# 1 / 64 / 128 / 256 rows 0.81 / 1.05 / 1.28 / 1.86 ms against 1.02 / 1.23 / 1.43 / 1.89. Larger batches were not
+# measured, hence the bound. bench/bench_sample.py measures the step with and without them at every batch.
+SKINNY_MAX_ROWS = 256
+PDL_MAX_ROWS = 256
 
 
 def pack_weights(model):
