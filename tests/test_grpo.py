@@ -1,6 +1,6 @@
 """GRPO's trainer (the objective's formulas are tests/test_objective.py): the trainer's log-probs against the
-sampler's, then the whole loop on a tiny model (bad configurations, exact resume, Ctrl-C, the
-objective's options, and that the reward rises)."""
+sampler's, then the whole loop on a tiny model (bad configurations, exact resume, Ctrl-C, the objective's options,
+and that the reward rises)."""
 import json
 import math
 import os

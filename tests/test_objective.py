@@ -1,6 +1,7 @@
 """The GRPO objective (objective.py), checked piece by piece: advantages, filtering, masking, the loss variants
 and their gradients, against values worked out by hand and against loops written as the papers print the formulas
-(DeepSeekMath eq. 3, GSPO, CISPO); and the doctor's warnings. Each hand value is derived in the comment or docstring beside it."""
+(DeepSeekMath eq. 3, GSPO, CISPO); and the doctor's warnings. Each hand value is derived in the comment or
+docstring beside it."""
 import math
 
 import pytest

@@ -6,7 +6,8 @@ from pathlib import Path
 from conftest import DATA, FIXTURE, ROOT
 from tasks import DATA_DIR, FILES
 
-BESIDE = re.compile(r"\.\.[/\\]" + "shared" + r"|parent\s*/\s*[\"']" + "shared")  # ../shared, or .parent / "shared"
+# the shared folder one level up, as a relative path or via .parent
+BESIDE = re.compile(r"\.\.[/\\]" + "shared" + r"|parent\s*/\s*[\"']" + "shared")
 
 
 def test_no_code_outside_bench_names_a_folder_beside_the_checkout():
