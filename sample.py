@@ -35,6 +35,8 @@ from model import KVCache, load_model
 from tokenizer import TEMPLATES, render_prompt, resolve_template
 
 CHECK_EVERY = 16  # decode steps between host checks for "all done" and stop strings
+STOP_MARGIN = 16  # tokens of the previous check searched again: a stop string may straddle two checks
+OVERLAP_CHECKS = None  # HostChecks' overlap: None = on CUDA only (True / False: forced, for tests)
 
 
 @dataclass
@@ -115,46 +117,84 @@ def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1
     step.record(logits)  # token 0, from the prefill
     if (dev.type == "cuda" if cuda_graph is None else cuda_graph) and max_new_tokens > 1:
         step.capture()
-    stopped, checked = {}, 0  # row -> length cut at a stop string; tokens already searched for stop strings
+    overlap = dev.type == "cuda" if OVERLAP_CHECKS is None else OVERLAP_CHECKS
+    checks = HostChecks(step, stop, tokenizer, overlap)
     for t in range(max_new_tokens):  # t: the output column sampled last
         if t > 0:
             step()
         if on_step is not None:
             on_step(step.tokens[:, :t + 1], step.done)
-        last = t == max_new_tokens - 1
-        if (t + 1) % CHECK_EVERY == 0 or last:  # the host looks at the results only here
-            if stop:
-                for r, n in _find_stops(step.tokens[:, :t + 1], step.done, stop, tokenizer, checked).items():
-                    stopped[r], step.done[r], step.lengths[r] = n, True, n
-                checked = t + 1
-            if last or bool(step.done.all()):
+        if (t + 1) % CHECK_EVERY == 0 or t == max_new_tokens - 1:  # the host looks at the results only here
+            T = checks(t, last=t == max_new_tokens - 1)  # the output's columns, once every row is done
+            if T is not None:
                 break
 
     if bool(step.logprobs.isnan().any()):  # NaN logits: a sample of them is token 0, silently (one sync per call)
         raise ValueError("the model's logits are NaN (its weights or activations overflowed, as fp16 can): sample "
                          "in bfloat16 or float32 (--dtype), or load an earlier checkpoint")
-    T = t + 1
     lengths = torch.where(step.done, step.lengths, T).cpu()
     keep = torch.arange(T)[None] < lengths[:, None]  # (N, T)
     tokens, logprobs = step.tokens[:, :T].cpu() * keep, step.logprobs[:, :T].cpu() * keep
     eos_hit = torch.isin(tokens.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0], step.eos.cpu())
-    finish = ["stop" if r in stopped else "eos" if eos_hit[r] else "length" for r in range(N)]
-    texts = [tokenizer.decode(tokens[r, :lengths[r]].tolist()) for r in range(N)] if tokenizer else []
+    finish = ["stop" if r in checks.stopped else "eos" if eos_hit[r] else "length" for r in range(N)]
+    texts = tokenizer.decode_batch([tokens[r, :lengths[r]].tolist() for r in range(N)]) if tokenizer else []
     return Generation(tokens, lengths, logprobs, finish, texts)
 
 
-def _find_stops(tokens, done, stop, tokenizer, checked, margin=16):
-    """Rows (not yet done) whose text now contains a stop string -> completion length that ends with it."""
-    found = {}
-    lo = max(0, checked - margin)  # a stop string may straddle the previous check
+class HostChecks:
+    """What the host checks every CHECK_EVERY decode steps: stop strings in the new text, and whether every row is
+    done. A check copies the new tokens and the done flags to the host. With `overlap` (the default on CUDA) the
+    copy is not waited for: the host looks at the copy made one check earlier, while the GPU decodes the steps
+    queued since, so searching text (milliseconds for a big batch) costs no GPU time. The result is the same;
+    generation only ends up to CHECK_EVERY steps later than it would with a waiting look."""
+
+    def __init__(self, step, stop, tokenizer, overlap):
+        self.step, self.stop, self.tokenizer, self.overlap = step, stop, tokenizer, overlap
+        self.stopped = {}  # row -> completion length cut at a stop string
+        self.copied = 0  # output columns copied for the stop search so far
+        self.views = []  # copies not looked at yet: (t, first column, tokens (N, W), done (N,), copy-done event)
+
+    def __call__(self, t, last):
+        """At output column t -> the number of output columns if every row is done by then (or at the last
+        step), else None."""
+        lo = max(0, self.copied - STOP_MARGIN) if self.stop else t + 1  # a stop string may straddle two checks
+        copy = lambda x: x.to("cpu", non_blocking=True, copy=True)
+        tokens, done = copy(self.step.tokens[:, lo:t + 1]), copy(self.step.done)
+        event = torch.cuda.Event() if self.step.done.is_cuda else None  # (the copies went to pinned memory)
+        if event is not None:
+            event.record()
+        self.views.append((t, lo, tokens, done, event))
+        self.copied = t + 1
+        while self.views and (last or not self.overlap or len(self.views) > 1):
+            t_view, lo, tokens, done, event = self.views.pop(0)
+            if event is not None:
+                event.synchronize()
+            if self._look(lo, tokens, done):
+                return t_view + 1
+        return t + 1 if last else None
+
+    def _look(self, lo, tokens, done):
+        """Stop strings in one copy: mark their rows done on the device -> whether every row is done now."""
+        if self.stop:
+            for r in self.stopped:
+                done[r] = True  # (an earlier look found its stop: the copy was taken before that look)
+            for r, n in _find_stops(tokens, done, self.stop, self.tokenizer).items():
+                self.stopped[r], done[r] = lo + n, True
+                self.step.done[r], self.step.lengths[r] = True, lo + n  # scalar fills: no wait for the GPU
+        return bool(done.all())
+
+
+def _find_stops(tokens, done, stop, tokenizer):
+    """Rows not done whose text in tokens (N, W) contains a stop string -> the shortest prefix length that does."""
     rows = (~done).nonzero()[:, 0].tolist()
-    tail = tokens[rows, lo:].tolist() if rows else []
-    for r, ids in zip(rows, tail):
-        if not any(s in tokenizer.decode(ids, skip_special=False) for s in stop):
+    tails = tokens[rows].tolist()
+    found = {}
+    for r, ids, text in zip(rows, tails, tokenizer.decode_batch(tails, skip_special=False)):
+        if not any(s in text for s in stop):
             continue
         for n in range(1, len(ids) + 1):  # the shortest prefix that contains a stop string
             if any(s in tokenizer.decode(ids[:n], skip_special=False) for s in stop):
-                found[r] = lo + n
+                found[r] = n
                 break
     return found
 

@@ -175,6 +175,10 @@ class Tokenizer:
     def decode(self, ids, skip_special=True):
         return self.tok.decode(list(ids), skip_special_tokens=skip_special)
 
+    def decode_batch(self, seqs, skip_special=True):
+        """decode for many sequences at once (in parallel threads, in the tokenizers library)."""
+        return self.tok.decode_batch([list(ids) for ids in seqs], skip_special_tokens=skip_special)
+
     def token_id(self, token):
         return self.tok.token_to_id(token)
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 from conftest import NO_COMPILER, write_checkpoint
 
+import sample
 from model import ModelConfig, Qwen2
 from sample import generate, sample_token
 from tokenizer import Tokenizer
@@ -131,6 +132,26 @@ def test_stop_strings_end_a_row_and_keep_the_stop(tmp_path):
         n = int(out.lengths[r])
         assert out.tokens[r, :n].tolist() == free.tokens[r, :n].tolist()
         assert (out.finish[r] == "stop") == (stop in free.texts[r])
+
+
+def test_overlapped_host_checks_give_the_waiting_checks_result(tmp_path, monkeypatch):
+    """HostChecks with overlap (the CUDA default: look at the copy made one check earlier) ends every row where
+    the waiting look does, stop strings that straddle two checks included, and returns as many columns."""
+    path = write_checkpoint(tmp_path / "tiny", num_hidden_layers=1)
+    model, tok = Qwen2.from_pretrained(path).eval(), Tokenizer.from_dir(path)
+    prompt = tok.encode("Once upon a time")
+    free = generate(model, [prompt], num_samples=8, max_new_tokens=64, seed=5, tokenizer=tok)
+    for stop, early in (([free.texts[0][200:203], free.texts[3][100:103]], False), (["e", "a"], True)):
+        runs = []
+        for overlap in (False, True):
+            monkeypatch.setattr(sample, "OVERLAP_CHECKS", overlap)
+            runs.append(generate(model, [prompt], num_samples=8, max_new_tokens=64, seed=5, tokenizer=tok,
+                                 stop=stop))
+        waiting, overlapped = runs
+        assert overlapped.tokens.equal(waiting.tokens) and overlapped.lengths.equal(waiting.lengths)
+        assert overlapped.finish == waiting.finish and overlapped.texts == waiting.texts
+        assert waiting.finish[0] == waiting.finish[3] == "stop"
+        assert (waiting.tokens.shape[1] < 64) == early  # every row stopped: the output ends at that check
 
 
 def test_prompt_longer_than_context_is_a_clear_error(model):
