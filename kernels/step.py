@@ -1,15 +1,16 @@
 """
-The decode step on the fast path: one new token per row through every layer in ten kernels per layer (eleven
-where cuBLAS splits the down projection's reduction into a second kernel, as it does at batch 64 on an H200).
+The decode step on the fast path: one new token per row through every layer in nine kernels per layer (ten where
+decode attention splits the cache into chunks and combines them, at few rows or long caches; more where cuBLAS
+runs a projection with its own split-K reduce, above SKINNY_MAX_ROWS).
 
 Per layer, with the residual add of each sublayer folded into the norm that follows it:
     [add +] RMSNorm  -> q/k/v as one GEMM (bias in its epilogue) -> RoPE + KV-cache write -> decode attention
-    (split + combine) -> o_proj -> add + RMSNorm -> gate/up as one GEMM -> SiLU * up -> down_proj
+    (one chunk, or split + combine) -> o_proj -> add + RMSNorm -> gate/up as one GEMM -> SiLU * up -> down_proj
 The plain path (model.Qwen2.forward with a cache) runs ~20 kernels for the same layer: three projection GEMMs, two
 RoPE calls, two cache copies, two adds, two norms, two MLP GEMMs and the SwiGLU product, each its own launch.
 For few rows (SKINNY_MAX_ROWS) q/k/v, o_proj and down_proj can run as kernels/skinny.py's split-K GEMM instead of
 cuBLAS's: its fp32 partials are summed by the kernel that reads the projection next (rope_cache_write, which adds
-q/k/v's bias, and add_rms_norm), so there is no reduce kernel (ten kernels per layer); and the kernels can launch
+q/k/v's bias, and add_rms_norm), so there is no reduce kernel; and the kernels can launch
 with programmatic dependent launch (PDL_MAX_ROWS), each starting while the one before it ends.
 
 Fused weights. q/k/v and gate/up are concatenated once per `pack_weights` call (a copy: ~0.5 GB for Qwen2.5-0.5B in
