@@ -16,7 +16,8 @@ How it works (gpt-fast style, no framework):
      EOS bookkeeping, output writes) is one DecodeStep (decode_step.py); on CUDA it is captured once as a CUDA
      graph and replayed, one replay per token (launch overhead dominates decoding otherwise).
   4. A finished row keeps decoding padding (the batch stays rectangular); the host checks every 16 steps whether
-     all rows are done and whether a stop string appeared, so the GPU is not stalled by a sync every token.
+     all rows are done and whether a stop string appeared, so the GPU is not stalled by a sync every token. On
+     CUDA it looks at a copy made one check earlier (HostChecks), so the GPU decodes on while it searches text.
 
 The log-prob returned for each sampled token is under softmax(logits / temperature) over the full vocabulary,
 before top-k/top-p filtering: that is the distribution the GRPO trainer scores, so the two can be compared.
