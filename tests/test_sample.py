@@ -134,14 +134,17 @@ def test_stop_strings_end_a_row_and_keep_the_stop(tmp_path):
         assert (out.finish[r] == "stop") == (stop in free.texts[r])
 
 
-def test_overlapped_host_checks_give_the_waiting_checks_result(tmp_path, monkeypatch):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA (pinned copies and events)"))])
+def test_overlapped_host_checks_give_the_waiting_checks_result(tmp_path, monkeypatch, device):
     """HostChecks with overlap (the CUDA default: look at the copy made one check earlier) ends every row where
     the waiting look does, stop strings that straddle two checks included, and returns as many columns."""
     path = write_checkpoint(tmp_path / "tiny", num_hidden_layers=1)
-    model, tok = Qwen2.from_pretrained(path).eval(), Tokenizer.from_dir(path)
+    model, tok = Qwen2.from_pretrained(path).to(device).eval(), Tokenizer.from_dir(path)
     prompt = tok.encode("Once upon a time")
     free = generate(model, [prompt], num_samples=8, max_new_tokens=64, seed=5, tokenizer=tok)
-    for stop, early in (([free.texts[0][200:203], free.texts[3][100:103]], False), (["e", "a"], True)):
+    late, mid = free.texts[0][len(free.texts[0]) * 3 // 4:][:3], free.texts[3][len(free.texts[3]) // 2:][:3]
+    for stop, early in (([late, mid], False), (["e", "a"], True)):
         runs = []
         for overlap in (False, True):
             monkeypatch.setattr(sample, "OVERLAP_CHECKS", overlap)
