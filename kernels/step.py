@@ -33,9 +33,9 @@ from kernels.skinny import skinny_linear
 
 # Up to SKINNY_MAX_ROWS rows, q/k/v, o_proj and down_proj run as kernels/skinny.py's split-K GEMM (else cuBLAS); up
 # to PDL_MAX_ROWS rows the decode kernels launch with programmatic dependent launch. On an H200 (README, "Sampling
-# speed", one run) the two together replayed a step faster than cuBLAS + plain launches at every batch measured:
-# 1 / 64 / 128 / 256 rows 0.81 / 1.05 / 1.28 / 1.86 ms against 1.02 / 1.23 / 1.43 / 1.89. Larger batches were not
-# measured, hence the bound. bench/bench_sample.py measures the step with and without them at every batch.
+# speed", 2026-12-03 14:56 UTC) the two together replayed a step faster than cuBLAS + plain launches at every batch
+# measured: 1 / 64 / 128 / 256 rows 0.81 / 1.00 / 1.20 / 1.76 ms against 1.01 / 1.17 / 1.35 / 1.81. Larger batches
+# were not measured, hence the bound. bench/bench_sample.py measures the step with and without them at every batch.
 SKINNY_MAX_ROWS = 256
 PDL_MAX_ROWS = 256
 
