@@ -83,6 +83,21 @@ class DecodeStep:
         self.lengths = torch.full((N,), max_new_tokens, device=dev)
         self.graph = None
 
+    def reset(self, start, first_slot, seed=None):
+        """Ready this step for another generate call of the same shape (generate(keep=True)): the weights packed
+        again (the trainer may have changed them), the buffers cleared, the generator seeded. Every buffer keeps its
+        address, so a captured CUDA graph replays the new call as it is."""
+        if self.fast is not None:
+            self.fast.repack()
+        if start is not None:
+            self.start.copy_(start)
+        self.slot.fill_(first_slot)
+        for b in (self.t, self.tokens, self.logprobs, self.done):
+            b.zero_()
+        self.lengths.fill_(self.tokens.shape[1])
+        if seed is not None:
+            self.gen.manual_seed(seed)
+
     def sample(self, logits):
         """logits (N, V) -> token (N,), fp32 log-prob (N,) under softmax(logits / temperature)."""
         temperature, top_k, top_p = self.sampling

@@ -205,7 +205,8 @@ def rollout(model, tok, examples, position, prompts, prefix, config, step, stop)
         gens.append(generate(model, [prompts[ex["problem"]] for ex in new], num_samples=G,
                              max_new_tokens=config.max_completion_length, temperature=config.temperature,
                              top_p=config.top_p, top_k=config.top_k, eos_ids=tok.eos_ids, stop=stop, tokenizer=tok,
-                             seed=(config.seed * SAMPLE_SEED_STRIDE + step + (r << 32)) * tu.world() + tu.rank()))
+                             seed=(config.seed * SAMPLE_SEED_STRIDE + step + (r << 32)) * tu.world() + tu.rank(),
+                             keep=True))  # the next step reuses this call's cache and CUDA graph
         batch += new
         if config.dynamic_sampling:  # (score() computes the rule rewards again: pure and cheap)
             zero = zero_spread(rule_rewards(gens[-1], new, prefix, config)[0].view(-1, G))

@@ -91,8 +91,12 @@ def buffer_bytes(config, rows, seq_len, dtype_bytes):
 
 @torch.no_grad()
 def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1.0, top_p=1.0, top_k=0,
-             eos_ids=(), stop=(), tokenizer=None, seed=None, cuda_graph=None, compile=False, on_step=None):
-    """prompts: list of token-id lists. Row i*num_samples+g of the result is prompt i's g-th sample."""
+             eos_ids=(), stop=(), tokenizer=None, seed=None, cuda_graph=None, compile=False, on_step=None, keep=False):
+    """prompts: list of token-id lists. Row i*num_samples+g of the result is prompt i's g-th sample.
+    keep: keep this call's decode step (its KV cache, output buffers and CUDA graph) for the next keep=True call
+    with the same model weights, shape (rows, cache length, max_new_tokens) and sampling settings, which then skips
+    the set-up (cache allocation, warm-up and graph capture: ~0.1 s on a GPU). The memory stays held until the
+    next call that cannot reuse it, or release()."""
     check_sampling(temperature, top_p, top_k, max_new_tokens, num_samples)
     cfg, dev = model.config, model.lm_head.weight.device
     P, G = len(prompts), num_samples
@@ -104,19 +108,25 @@ def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1
                          f"{cfg.max_position_embeddings}: shorten the prompt or lower --max-new-tokens")
     if stop and tokenizer is None:
         raise ValueError("stop strings need a tokenizer to decode the text")
-    gen = torch.Generator(dev).manual_seed(seed) if seed is not None else None
     idx, start = (t.to(dev) for t in pad_left(prompts))  # (P, Tp), (P,)
 
-    # Cache length rounded up to a multiple of 256 so that calls with similar lengths share one shape (a compiled
-    # decode step is then reused, not recompiled); masks and kernels only ever read the slots written so far.
+    # Cache length rounded up to a multiple of 256 so that calls with similar lengths share one shape (a kept or
+    # compiled decode step is then reused); masks and kernels only ever read the slots written so far.
     S = min(-(-(Tp + max_new_tokens) // 256) * 256, cfg.max_position_embeddings)
-    cache = KVCache(cfg, N, S, dev, model.lm_head.weight.dtype)
-    h = model(idx, start=start, cache=cache, slots=torch.arange(Tp, device=dev), return_hidden=True)
-    logits = model.lm_head(h[:, -1]).repeat_interleave(G, 0)  # (N, V)
-    step = DecodeStep(model, cache, start.repeat_interleave(G), Tp, max_new_tokens, temperature, top_k, top_p,
-                      eos_ids, gen, compile)
-    step.record(logits)  # token 0, from the prefill
-    if (dev.type == "cuda" if cuda_graph is None else cuda_graph) and max_new_tokens > 1:
+    graph = (dev.type == "cuda" if cuda_graph is None else cuda_graph) and max_new_tokens > 1
+    key = (id(model), tuple(p.data_ptr() for p in model.parameters()), model.use_kernels, N, S, max_new_tokens,
+           temperature, top_k, top_p, tuple(sorted(eos_ids)), seed is None, compile, graph)
+    step = _kept.pop(key, None) if keep else None
+    _kept.clear()  # (a kept step of another shape is freed before this call allocates its own)
+    if step is None:
+        gen = torch.Generator(dev).manual_seed(seed) if seed is not None else None
+        step = DecodeStep(model, KVCache(cfg, N, S, dev, model.lm_head.weight.dtype), start.repeat_interleave(G),
+                          Tp, max_new_tokens, temperature, top_k, top_p, eos_ids, gen, compile)
+    else:
+        step.reset(start.repeat_interleave(G), Tp, seed)
+    h = model(idx, start=start, cache=step.cache, slots=torch.arange(Tp, device=dev), return_hidden=True)
+    step.record(model.lm_head(h[:, -1]).repeat_interleave(G, 0))  # token 0, from the prefill's logits (N, V)
+    if graph and step.graph is None:
         step.capture()
     overlap = dev.type == "cuda" if OVERLAP_CHECKS is None else OVERLAP_CHECKS
     checks = HostChecks(step, stop, tokenizer, overlap)
@@ -134,12 +144,22 @@ def generate(model, prompts, *, num_samples=1, max_new_tokens=256, temperature=1
         raise ValueError("the model's logits are NaN (its weights or activations overflowed, as fp16 can): sample "
                          "in bfloat16 or float32 (--dtype), or load an earlier checkpoint")
     lengths = torch.where(step.done, step.lengths, T).cpu()
-    keep = torch.arange(T)[None] < lengths[:, None]  # (N, T)
-    tokens, logprobs = step.tokens[:, :T].cpu() * keep, step.logprobs[:, :T].cpu() * keep
+    real = torch.arange(T)[None] < lengths[:, None]  # (N, T)
+    tokens, logprobs = step.tokens[:, :T].cpu() * real, step.logprobs[:, :T].cpu() * real
     eos_hit = torch.isin(tokens.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0], step.eos.cpu())
     finish = ["stop" if r in checks.stopped else "eos" if eos_hit[r] else "length" for r in range(N)]
     texts = tokenizer.decode_batch([tokens[r, :lengths[r]].tolist() for r in range(N)]) if tokenizer else []
+    if keep:
+        _kept[key] = step
     return Generation(tokens, lengths, logprobs, finish, texts)
+
+
+_kept = {}  # generate(keep=True)'s decode step, by its key: one at most
+
+
+def release():
+    """Free the decode step generate(keep=True) kept: its KV cache, buffers and CUDA graph."""
+    _kept.clear()
 
 
 class HostChecks:

@@ -593,9 +593,8 @@ def estimate_memory(config, *, rows, seq_len, micro_batch, weight_bytes, referen
         "kv_cache": sample.buffer_bytes(config, rows, seq_len, weight_bytes),  # the sampler's KV cache and logits
         "activations": acts + logits,
     }
-    # Generation and training do not overlap: the cache is freed before the backward pass.
-    peak = parts["weights"] + parts["gradients"] + parts["optimizer"] + parts["full_copy"] + parts["reference"] + max(
-        parts["kv_cache"], parts["activations"])
+    # The sampler keeps its KV cache from one step to the next (generate(keep=True)), so it adds to training's.
+    peak = sum(parts.values())
     return peak, parts
 
 

@@ -94,6 +94,14 @@ class FastDecode:
         self.model, self.packed = model, pack_weights(model)
         self.freqs = inv_freq(model.config, model.lm_head.weight.device)
 
+    def repack(self):
+        """Pack the model's current weights into the same tensors (a captured graph reads them there)."""
+        with torch.no_grad():
+            for old, new in zip(self.packed, pack_weights(self.model)):
+                for a, b in zip(old, new):
+                    if a is not None:
+                        a.copy_(b)
+
     def __call__(self, tok, slot, start, cache):
         h = decode_hidden(self.model, self.packed, self.freqs, tok, slot, start, cache)  # (N, C)
         return self.model.lm_head(h)  # (N, V) in the weights' dtype: sample_race reads bf16 as is

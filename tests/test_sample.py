@@ -157,6 +157,42 @@ def test_overlapped_host_checks_give_the_waiting_checks_result(tmp_path, monkeyp
         assert (waiting.tokens.shape[1] < 64) == early  # every row stopped: the output ends at that check
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_a_kept_decode_step_samples_what_a_fresh_one_does(device):
+    """generate(keep=True) reuses the last call's decode step (cache, buffers, CUDA graph on the GPU) for a call of
+    the same shape: other prompts (other lengths, the same cache length), the same seed, and weights changed in
+    place as an optimizer step changes them, all give the tokens a fresh step gives."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    m = Qwen2(cfg).to(device).eval()
+    eos = tuple(range(0, 1000, 40))  # 1 token in 40: some rows end early, some run to the length
+    run = lambda prompts, **kw: generate(m, prompts, num_samples=3, max_new_tokens=40, seed=7, eos_ids=eos, **kw)
+    other = [[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5], [8, 9], [2, 7], [1, 8, 2]]  # the same number, longer
+    first = run(PROMPTS, keep=True)
+    kept_step = next(iter(sample._kept.values()))
+    for prompts, change in ((PROMPTS, False), (other, False), (other, True)):
+        if change:
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.add_(torch.randn_like(p), alpha=0.02)  # in place, as an optimizer step: same addresses
+        kept = run(prompts, keep=True)
+        assert next(iter(sample._kept.values())) is kept_step  # reused, not rebuilt
+        fresh = run(prompts)  # keep=False: builds its own step and frees the kept one
+        assert not sample._kept
+        assert kept.tokens.equal(fresh.tokens) and kept.lengths.equal(fresh.lengths) and kept.finish == fresh.finish
+        assert {"eos", "length"} <= set(fresh.finish)
+        torch.testing.assert_close(kept.logprobs, fresh.logprobs, atol=1e-5, rtol=0)  # (cuBLAS may tile otherwise)
+        run(prompts, keep=True)  # keep one again for the next round (a fresh build: nothing was kept)
+        kept_step = next(iter(sample._kept.values()))
+    assert first.tokens.equal(run(PROMPTS).tokens) is False  # the weights changed: so did the tokens
+    run(PROMPTS, keep=True, temperature=0.5)  # another sampling setting: another key, the kept step replaced
+    assert len(sample._kept) == 1 and next(iter(sample._kept.values())) is not kept_step
+    sample.release()
+    assert not sample._kept
+
+
 def test_prompt_longer_than_context_is_a_clear_error(model):
     with pytest.raises(ValueError, match="prompt of 120 tokens \\+ 20 new tokens exceeds the model's context of 128"):
         generate(model, [[1] * 120], max_new_tokens=20)
