@@ -10,7 +10,8 @@ every few steps (sample.CHECK_EVERY), for stop strings and for "all rows done".
 
 Two forwards sit behind it: the plain model forward (model.Qwen2 with a cache: the readable path, CPU,
 --no-kernels) and the fast path of kernels/step.py (packed q/k/v and gate/up GEMMs, fused Triton kernels, and
-plain temperature sampling as one kernel that draws sample_token's tokens from the same noise).
+plain temperature sampling as one kernel: sample_token's exponential race with its noise drawn in the kernel, by
+Philox keyed by the call's seed, so a seeded run repeats its tokens).
 
 Shape legend: N rows, V vocab.
 """
@@ -62,7 +63,7 @@ class DecodeStep:
     """The whole decode step: forward over the cache, sampling, the token's log-prob, EOS / done bookkeeping and
     the writes into `tokens`, `logprobs`, `lengths`, `done`, all on the device (no host sync), so that capture()
     makes it one CUDA graph. Fast path (model.use_kernels on CUDA): kernels/step.py, with plain temperature
-    sampling in one kernel that draws sample_token's tokens; else the plain forward and sample_token."""
+    sampling in one kernel (sample_token's race on in-kernel noise); else the plain forward and sample_token."""
 
     def __init__(self, model, cache, start, first_slot, max_new_tokens, temperature, top_k, top_p, eos_ids,
                  generator=None, compile=False):
@@ -77,6 +78,7 @@ class DecodeStep:
         self.tok = torch.zeros(N, dtype=torch.long, device=dev)  # the token fed to the next step
         self.slot = torch.full((1,), first_slot, dtype=torch.long, device=dev)  # the cache slot it is written to
         self.t = torch.zeros(1, dtype=torch.long, device=dev)  # the output column of the next sampled token
+        self.seed = torch.tensor([self.noise_key()], device=dev)  # the fast sampler's Philox key, one per call
         self.tokens = torch.zeros(N, max_new_tokens, dtype=torch.long, device=dev)
         self.logprobs = torch.zeros(N, max_new_tokens, device=dev)
         self.done = torch.zeros(N, dtype=torch.bool, device=dev)
@@ -97,12 +99,19 @@ class DecodeStep:
         self.lengths.fill_(self.tokens.shape[1])
         if seed is not None:
             self.gen.manual_seed(seed)
+        self.seed.fill_(self.noise_key())
+
+    def noise_key(self):
+        """The fast sampler's Philox key, an int drawn on the host: the generator's seed when the call is seeded (a
+        seeded run repeats its tokens), else a draw from torch's CPU stream. Never a draw from the CUDA generator:
+        one registered with a captured graph refuses draws outside the graph."""
+        return self.gen.initial_seed() if self.gen is not None else int(torch.randint(2**62, (1,)))
 
     def sample(self, logits):
         """logits (N, V) -> token (N,), fp32 log-prob (N,) under softmax(logits / temperature)."""
         temperature, top_k, top_p = self.sampling
         if self.fast and temperature > 0 and top_k == 0 and top_p == 1.0:
-            return self.fast.sample(logits, temperature, self.gen)  # sample_token's draw, in one kernel
+            return self.fast.sample(logits, temperature, self.seed, self.t)  # noise from (seed, output column)
         return sample_token(logits.float(), temperature, top_k, top_p, self.gen)
 
     def record(self, logits):

@@ -18,9 +18,10 @@ does in four to eight:
   3. silu_mul: the fused gate/up projection's output (B, 2M) -> silu(gate) * up (B, M) (SwiGLU).
   4. sample_race: temperature sampling by the exponential race on raw logits, token = argmax_v (z_v / T - log E_v)
      (= argmax p_v / E_v, E ~ Exp(1)), and the token's log-prob z_tok / T - logsumexp(z / T), in one pass over the
-     vocabulary (online max and sum, as in a softmax kernel, in chunks combined exactly). The noise E comes from
-     torch's generator, so a seeded run draws the same numbers as sample.sample_token, which stays the readable
-     path (and the one with top-k/p).
+     vocabulary (online max and sum, as in a softmax kernel, in chunks combined exactly). The noise E is drawn in
+     the kernel (Philox, counter (column, row, step), key a seed drawn once per generate call from torch's
+     generator): reading a noise tensor from memory took as long as the race itself. race_noise writes the same
+     E for the twin. sample.sample_token stays the readable path (and the one with top-k/p).
 
 Shapes: B rows, H query heads, K kv heads, D head dim, S cache slots, C hidden, M MLP width, V vocab.
 None of these has a backward: they serve generation only (no_grad); training keeps model.py's fused twins.
@@ -35,8 +36,11 @@ import triton.language as tl
 from kernels import pdl_options
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-BLOCK_V = 64 if INTERPRET else 1024  # vocabulary columns per step of sample_race's walk along a chunk
-RACE_CHUNK = 4 * BLOCK_V  # columns per sample_race program: 38 programs per row for a 152k vocabulary
+# Vocabulary columns per step of sample_race's walk along a chunk, and per program: 38 programs per row for a 152k
+# vocabulary. (In the interpreter each Philox call costs ~8 ms whatever its block: few, wide blocks, still two steps
+# and two chunks for the tests' 1,000-column vocabulary.)
+BLOCK_V = 256 if INTERPRET else 1024
+RACE_CHUNK = (2 if INTERPRET else 4) * BLOCK_V
 
 
 # ------------------------------------------------------------------------------------------ the twins
@@ -76,7 +80,8 @@ def silu_mul_ref(gu):
 
 
 def sample_race_ref(logits, noise, temperature):
-    """logits (B, V) any float dtype, noise (B, V) fp32 Exp(1) -> token (B,), its fp32 log-prob (B,)."""
+    """logits (B, V) any float dtype, noise (B, V) fp32 Exp(1) (race_noise's, for sample_race's tokens) ->
+    token (B,), its fp32 log-prob (B,)."""
     z = logits.float() / temperature
     tok = (z - noise.log()).argmax(-1)
     return tok, z.gather(1, tok[:, None])[:, 0] - z.logsumexp(-1)
@@ -167,11 +172,30 @@ def _silu_mul(GU, OUT, M, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
 
 
 @triton.jit
-def _race_partial(Z, E, M_OUT, L_OUT, BEST_OUT, ARG_OUT, V, NS, inv_temp, CHUNK: tl.constexpr,
+def _exp_noise(seed, step, row, cols):
+    """Exp(1) noise E (fp32) of columns `cols` of one row at one decode step: Philox 4x32 with the counter
+    (column, row, step, 0) and the key `seed` (64 bits), its first word as a uniform u in [0, 1), E = -log u."""
+    c = cols.to(tl.uint32)
+    zero = tl.zeros_like(c)
+    r, _, _, _ = tl.philox(seed, c, zero + row.to(tl.uint32), zero + step.to(tl.uint32), zero)
+    return -tl.log(tl.random.uint_to_uniform_float(r))
+
+
+@triton.jit
+def _race_noise(SEED, STEP, E, V, BLOCK_V: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
+    e = _exp_noise(tl.load(SEED), tl.load(STEP), row, cols)
+    tl.store(E + row.to(tl.int64) * V + cols, e, mask=cols < V)
+
+
+@triton.jit
+def _race_partial(Z, SEED, STEP, M_OUT, L_OUT, BEST_OUT, ARG_OUT, V, NS, inv_temp, CHUNK: tl.constexpr,
                   BLOCK_V: tl.constexpr, USE_GDC: tl.constexpr):
     pdl_wait(USE_GDC)
     row = tl.program_id(0)
     split = tl.program_id(1)  # this program's columns: split * CHUNK .. (split + 1) * CHUNK
+    seed, step = tl.load(SEED), tl.load(STEP)
     offs = tl.arange(0, BLOCK_V)
     m = tl.full([BLOCK_V], float("-inf"), tl.float32)  # per-lane running max and sum of exp(z / T)
     l = tl.zeros([BLOCK_V], tl.float32)
@@ -181,7 +205,7 @@ def _race_partial(Z, E, M_OUT, L_OUT, BEST_OUT, ARG_OUT, V, NS, inv_temp, CHUNK:
         cols = v0 + offs
         mask = cols < V
         z = tl.load(Z + row.to(tl.int64) * V + cols, mask=mask, other=float("-inf")).to(tl.float32) * inv_temp
-        e = tl.load(E + row.to(tl.int64) * V + cols, mask=mask, other=1.0)
+        e = _exp_noise(seed, step, row, cols)
         m_new = tl.maximum(m, z)
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a lane with no column yet: exp(-inf) = 0, no NaN
         l = l * tl.exp(m - m_safe) + tl.where(mask, tl.exp(z - m_safe), 0.0)
@@ -264,16 +288,24 @@ def silu_mul(gu, pdl=False):
     return out
 
 
-def sample_race(logits, noise, temperature, pdl=False):
-    """The kernel behind sample_race_ref (pdl: kernels.pdl_options): logits (B, V) contiguous, noise (B, V) fp32
-    -> token (B,), log-prob (B,).
+def race_noise(seed, step, B, V):
+    """The Exp(1) noise (B, V) fp32 sample_race draws at `step` with `seed` (int64 tensors (1,) on the device)."""
+    e, block = torch.empty(B, V, device=seed.device), 1024  # (any block: the counter is the column)
+    _race_noise[(B, triton.cdiv(V, block))](seed, step, e, V, BLOCK_V=block)
+    return e
+
+
+def sample_race(logits, temperature, seed, step, pdl=False):
+    """sample_race_ref(logits, race_noise(seed, step, B, V), temperature) with the noise drawn in the kernel, never
+    stored (pdl: kernels.pdl_options): logits (B, V) contiguous, seed and step int64 (1,) on the device (a CUDA
+    graph replays with their new values) -> token (B,), log-prob (B,).
     The vocabulary is cut into chunks, one program each (a row alone is too little work for the GPU); a second,
     tiny kernel combines the chunks' maxima, sums and winners exactly."""
     B, V = logits.shape
     ns = triton.cdiv(V, RACE_CHUNK)
     m, l, best = (torch.empty(B, ns, device=logits.device, dtype=torch.float32) for _ in range(3))
     arg = torch.empty(B, ns, device=logits.device, dtype=torch.int32)
-    _race_partial[(B, ns)](logits.contiguous(), noise, m, l, best, arg, V, ns, 1.0 / temperature,
+    _race_partial[(B, ns)](logits.contiguous(), seed, step, m, l, best, arg, V, ns, 1.0 / temperature,
                            CHUNK=RACE_CHUNK, BLOCK_V=BLOCK_V, **pdl_options(logits.device, pdl))
     tok = torch.empty(B, device=logits.device, dtype=torch.long)
     logp = torch.empty(B, device=logits.device, dtype=torch.float32)
@@ -292,10 +324,12 @@ if __name__ == "__main__":  # each kernel against its twin at Qwen2.5-0.5B decod
     slot, start = torch.tensor([700], device=dev), torch.zeros(B, dtype=torch.long, device=dev)
     x, r, w = torch.randn(B, C, device=dev, dtype=bf), torch.randn(B, C, device=dev, dtype=bf), torch.ones(C, device=dev)
     gu, z = torch.randn(B, 2 * M, device=dev, dtype=bf), torch.randn(B, V, device=dev, dtype=bf)
-    e = torch.empty(B, V, device=dev).exponential_()
+    seed, step = torch.tensor([1234], device=dev), torch.tensor([5], device=dev)
+    race = lambda z, t: sample_race(z, t, seed, step)
+    race_twin = lambda z, t: sample_race_ref(z, torch.empty(z.shape, device=dev).exponential_(), t)  # torch's noise
     cases = {"rope_cache_write": (rope_cache_write, rope_cache_write_ref, (qkv, inv, kc, vc, slot, start, H, K)),
              "add_rms_norm": (add_rms_norm, add_rms_norm_ref, (x, r, w.to(bf), 1e-6)),
-             "silu_mul": (silu_mul, silu_mul_ref, (gu,)), "sample_race": (sample_race, sample_race_ref, (z, e, 1.0))}
+             "silu_mul": (silu_mul, silu_mul_ref, (gu,)), "sample_race": (race, race_twin, (z, 1.0))}
     for name, (fast, ref, args) in cases.items():
         t_fast, t_ref = (do_bench(lambda f=f: f(*args), return_mode="median") for f in (fast, ref))
         print(f"{name:18s} kernel {t_fast * 1e3:7.1f} us, twin {t_ref * 1e3:7.1f} us, {t_ref / t_fast:.1f}x")

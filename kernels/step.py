@@ -107,7 +107,7 @@ class FastDecode:
         return self.model.lm_head(h)  # (N, V) in the weights' dtype: sample_race reads bf16 as is
 
     @staticmethod
-    def sample(logits, temperature, generator):
-        """The race sample_token runs (same Exp(1) noise from the same generator) -> token (N,), log-prob (N,)."""
-        noise = torch.empty(logits.shape, device=logits.device).exponential_(1, generator=generator)
-        return sample_race(logits, noise, temperature, pdl=logits.shape[0] <= PDL_MAX_ROWS)
+    def sample(logits, temperature, seed, step):
+        """sample_token's exponential race, its Exp(1) noise drawn in the kernel from (seed, step) (int64 (1,)
+        device tensors) -> token (N,), log-prob (N,)."""
+        return sample_race(logits, temperature, seed, step, pdl=logits.shape[0] <= PDL_MAX_ROWS)

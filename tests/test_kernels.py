@@ -10,6 +10,7 @@ Qwen2.5-0.5B shapes. Tolerances are relative errors ||out - ref|| / ||ref||:
   - bf16 (GPU): 7 mantissa bits; the reference runs in fp32 on the same bf16 inputs, so the error is the kernel's
     own rounding of p and of the output -> 2e-2 (FlashAttention's own tests use a few bf16 ulps).
 """
+import math
 import os
 
 import torch
@@ -289,7 +290,7 @@ def test_reference_path_imports_without_triton():
 
 # --------------------------------------------------------------- the fused decode kernels (kernels/fused.py)
 from kernels.fused import (add_rms_norm, add_rms_norm_ref, rope_cache_write, rope_cache_write_ref,  # noqa: E402
-                           sample_race, sample_race_ref, silu_mul, silu_mul_ref)
+                           race_noise, sample_race, sample_race_ref, silu_mul, silu_mul_ref)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if not CUDA else [torch.bfloat16])
@@ -383,18 +384,39 @@ def test_fused_kernels_read_split_k_partials(dtype):
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_sample_race_picks_the_tokens_sample_token_picks(temperature):
-    """Same logits, same Exp(1) noise: the one-pass kernel, its twin and sample.sample_token agree on every token,
-    and the log-prob is log_softmax(logits / T) at that token."""
-    from decode_step import sample_token
+def test_sample_race_picks_the_tokens_its_twin_picks_on_the_same_noise(temperature):
+    """The one-pass kernel (noise drawn inside) against its twin on race_noise's tensor of that noise: the same
+    token in every row, which is sample_token's rule argmax(softmax(z / T) / E), and the log-prob
+    log_softmax(z / T) at that token."""
     B, V = 6, 1000 if not CUDA else 151936  # V not a multiple of the kernel's block
     logits = (3 * torch.randn(B, V, generator=torch.Generator().manual_seed(3))).to(DEVICE)
-    noise = torch.empty(B, V, device=DEVICE).exponential_(1, generator=torch.Generator(DEVICE).manual_seed(4))
-    tok, lp = sample_race(logits, noise, temperature)
+    seed, step = torch.tensor([2**40 + 17], device=DEVICE), torch.tensor([9], device=DEVICE)
+    noise = race_noise(seed, step, B, V)
+    tok, lp = sample_race(logits, temperature, seed, step)
     tok_ref, lp_ref = sample_race_ref(logits, noise, temperature)
-    tok_st, lp_st = sample_token(logits, temperature, generator=torch.Generator(DEVICE).manual_seed(4))
-    assert torch.equal(tok, tok_ref) and torch.equal(tok, tok_st)
-    torch.testing.assert_close(lp, lp_st, atol=1e-4, rtol=0)
+    assert torch.equal(tok, tok_ref)
+    assert torch.equal(tok, ((logits / temperature).softmax(-1) / noise).argmax(-1))
+    torch.testing.assert_close(lp, (logits / temperature).log_softmax(-1).gather(1, tok[:, None])[:, 0],
+                               atol=1e-4, rtol=0)
+
+
+def test_race_noise_is_exp1_repeatable_and_new_at_every_step_row_and_seed():
+    """The Philox noise: Exp(1) (mean, tail, Kolmogorov-Smirnov distance), the same for the same (seed, step),
+    and unrelated across steps, rows, columns and seeds."""
+    B, V = 8, 4096
+    seed, other_seed = torch.tensor([123], device=DEVICE), torch.tensor([124], device=DEVICE)
+    step = lambda t: torch.tensor([t], device=DEVICE)
+    e = race_noise(seed, step(5), B, V).cpu()
+    n = e.numel()
+    assert torch.equal(e, race_noise(seed, step(5), B, V).cpu())
+    assert (e > 0).all() and abs(e.mean() - 1) < 4 / n**0.5 and abs((e > 1).float().mean() - math.exp(-1)) < 0.012
+    x = e.flatten().sort().values.double()
+    ks = ((1 - (-x).exp()) - torch.arange(1, n + 1, dtype=torch.float64) / n).abs().max()
+    assert ks < 1.63 / n**0.5  # the 1% critical value
+    corr = lambda a, b: torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].abs()
+    for other in (race_noise(seed, step(6), B, V).cpu(), race_noise(other_seed, step(5), B, V).cpu(),
+                  e.roll(1, 0), e.roll(1, 1)):
+        assert corr(e, other) < 4 / n**0.5
 
 
 @pytest.mark.parametrize("skinny_rows", [64, 0])  # q/k/v and o_proj as kernels/skinny.py's GEMM, or cuBLAS's

@@ -235,26 +235,38 @@ def test_cli_bad_model_is_one_line(tmp_path):
     assert r.stderr.startswith("error: model directory") and r.stderr.count("\n") == 1
 
 
-def fast_path(monkeypatch):
-    """Make generate's DecodeStep take the fast path (kernels/step.py, sample_race) on CPU, in the interpreter."""
+def fast_path(monkeypatch, forward=True):
+    """Make generate's DecodeStep take the fast path (kernels/step.py, sample_race) on CPU, in the interpreter.
+    forward=False: the fast path's sampler only, after the plain forward."""
     from kernels.step import FastDecode
     from decode_step import DecodeStep
     init = DecodeStep.__init__
 
     def fast_init(self, model, *args, **kw):
         init(self, model, *args, **kw)
-        self.fast = self.forward = FastDecode(model)
+        self.fast = FastDecode(model)
+        self.forward = self.fast if forward else self.forward
     monkeypatch.setattr(DecodeStep, "__init__", fast_init)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the fast path by default (test below)")
-def test_fast_path_draws_the_plain_path_tokens(model, monkeypatch):
-    """Fused kernels + one-pass sampling give the tokens of the plain forward + sample_token, seeded and greedy
-    (fp32: the two logit computations differ by float rounding only)."""
-    plain = [generate(model, PROMPTS, num_samples=2, max_new_tokens=20, seed=3, temperature=t) for t in (1.0, 0)]
+def test_fast_path_draws_the_tokens_of_its_twins(model, monkeypatch):
+    """Fused kernels + one-pass sampling against the plain forward: greedy, the tokens of sample_token; seeded
+    sampling, the tokens of the sampler's twin (sample_race_ref on race_noise's tensor of the same noise). fp32:
+    the two logit computations differ by float rounding only."""
+    from kernels.fused import race_noise, sample_race_ref
+    from kernels.step import FastDecode
+    run = lambda **kw: generate(model, PROMPTS, num_samples=2, max_new_tokens=12, **kw)
+    greedy = run(temperature=0)
+    twin = lambda logits, temperature, seed, step: sample_race_ref(logits, race_noise(seed, step, *logits.shape),
+                                                                   temperature)
+    with monkeypatch.context() as m:
+        m.setattr(FastDecode, "sample", staticmethod(twin))
+        fast_path(m, forward=False)
+        sampled = run(seed=3)
+        assert not torch.equal(sampled.tokens, run(seed=4).tokens)  # the noise follows the seed
     fast_path(monkeypatch)
-    fast = [generate(model, PROMPTS, num_samples=2, max_new_tokens=20, seed=3, temperature=t) for t in (1.0, 0)]
-    for a, b in zip(plain, fast):
+    for a, b in ((greedy, run(temperature=0)), (sampled, run(seed=3))):
         assert torch.equal(a.tokens, b.tokens)
         torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-4, rtol=0)
 
