@@ -12,7 +12,9 @@ Tolerance: one process sums a micro-batch's tokens in a different order than two
 padding, a sum over ranks), so gradients agree to float32 rounding (~1e-7 relative), not always bit for bit. We
 compare updates (new - initial weights) with atol 1e-3 * lr: AdamW's first update is lr * g / (|g| + eps), about
 lr * sign(g), so rounding moves it only where an entry of g is itself near rounding level (measured: 0 for the
-GRPO steps, 6e-4 * lr for SFT). That same sign-like update is blind to the gradient's scale, so the loss and
+GRPO steps, 6e-4 * lr for SFT). The one exception is k_proj's bias: adding q . b_k to every score of a query's
+row leaves its softmax unchanged, so that gradient is exactly 0 in exact arithmetic and pure rounding noise in
+float32, which AdamW scales up to ~lr; those entries are not compared. That same sign-like update is blind to the gradient's scale, so the loss and
 the gradient norm are compared too (rel 1e-5): a wrong normaliser or a missing world-size factor changes them
 (a loss_scale() of 1 instead of the world size fails these tests).
 """
@@ -143,6 +145,8 @@ def assert_same_step(work, a, b, step=1, atol=1e-3 * LR):
     ua, ub = update(work, a, step), update(work, b, step)
     assert ua.keys() == ub.keys()
     for k in ua:
+        if k.endswith("k_proj.bias"):
+            continue  # its gradient is rounding noise (see the module docstring)
         torch.testing.assert_close(ua[k], ub[k], rtol=0, atol=atol, msg=lambda m: f"{k}: {m}")
     assert max(float(v.abs().max()) for v in ua.values()) > 0.5 * LR  # it did train
     ma, mb = (next(r for r in metrics(work, run) if r["step"] == step) for run in (a, b))
