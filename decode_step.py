@@ -119,7 +119,7 @@ class DecodeStep:
         tok, lp = self.sample(logits)
         self.tokens.index_copy_(1, self.t, tok.masked_fill(self.done, 0)[:, None])
         self.logprobs.index_copy_(1, self.t, lp.masked_fill(self.done, 0.0)[:, None])
-        hit = torch.isin(tok, self.eos) & ~self.done
+        hit = (tok[:, None] == self.eos).any(1) & ~self.done  # (torch.isin sorts many ids: uncapturable)
         self.lengths.copy_(torch.where(hit, self.t + 1, self.lengths))
         self.done |= hit
         self.tok.copy_(tok)

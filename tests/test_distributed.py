@@ -14,9 +14,9 @@ compare updates (new - initial weights) with atol 1e-3 * lr: AdamW's first updat
 lr * sign(g), so rounding moves it only where an entry of g is itself near rounding level (measured: 0 for the
 GRPO steps, 6e-4 * lr for SFT). The one exception is k_proj's bias: adding q . b_k to every score of a query's
 row leaves its softmax unchanged, so that gradient is exactly 0 in exact arithmetic and pure rounding noise in
-float32, which AdamW scales up to ~lr; those entries are not compared. That same sign-like update is blind to the gradient's scale, so the loss and
-the gradient norm are compared too (rel 1e-5): a wrong normaliser or a missing world-size factor changes them
-(a loss_scale() of 1 instead of the world size fails these tests).
+float32, which AdamW scales up to ~lr; those entries are not compared. That same sign-like update is blind to
+the gradient's scale, so the loss and the gradient norm are compared too (rel 1e-5): a wrong normaliser or a
+missing world-size factor changes them (a loss_scale() of 1 instead of the world size fails these tests).
 """
 import json
 import os
