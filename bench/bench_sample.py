@@ -15,8 +15,9 @@ buffers and CUDA graph). first_call_s times one of ours that builds its own step
 
 Two more of ours try kernels/step.py's few-row settings the other way round from the default, at the batches where
 they differ from it: ours_cublas (every projection by cuBLAS, plain launches) and ours_few_rows (q/k/v, o_proj and
-down_proj by kernels/skinny.py's split-K GEMM, programmatic dependent launch). ours_fold_silu is the default with
-kernels.step.FOLD_SILU on (SiLU * up inside down_proj's GEMM: 8 kernels a layer), with its replay time and count.
+down_proj by kernels/skinny.py's split-K GEMM, programmatic dependent launch). ours_fold_silu, ours_fold_rope and
+ours_fold_both are the default with kernels.step.FOLD_SILU (SiLU * up inside down_proj's GEMM), FOLD_ROPE (RoPE +
+cache write inside decode attention) or both on, each one kernel a layer less, with their replay time and count.
 For our default path (Triton kernels + the whole step as one CUDA graph) it also reports:
   - kernels per decode step, and per layer: counted with torch.profiler over eager runs of the step the graph
     captures (a model cut to 1 and 2 layers gives the per-layer count and the count outside the layers);
@@ -150,10 +151,14 @@ def main():
 
     default_rows = step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS
 
-    def ours_gen(B, use_kernels, rows=default_rows, keep=True, fold=False):  # rows: (SKINNY_MAX_ROWS, PDL_MAX_ROWS)
+    folds = ("FOLD_SILU", "FOLD_ROPE")  # kernels.step's switches, off by default: each one kernel a layer less
+    fold_contenders = {"ours_fold_silu": ("FOLD_SILU",), "ours_fold_rope": ("FOLD_ROPE",), "ours_fold_both": folds}
+
+    def ours_gen(B, use_kernels, rows=default_rows, keep=True, fold=()):  # rows: (SKINNY_MAX_ROWS, PDL_MAX_ROWS)
         ours.use_kernels = use_kernels
         step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS = rows
-        step_kernels.FOLD_SILU = fold  # SiLU * up inside down_proj's skinny GEMM
+        for name in folds:
+            setattr(step_kernels, name, name in fold)
         prompts = torch.randint(0, 151000, (B, args.prompt_len)).tolist()
         return generate(ours, prompts, max_new_tokens=N, temperature=1.0, seed=0, keep=keep)
 
@@ -166,7 +171,7 @@ def main():
     contenders = [("ours", lambda B: ours_gen(B, True)), ("ours_plain_graph", lambda B: ours_gen(B, False))]
     contenders += [(name, lambda B, rows=rows: ours_gen(B, True, rows=rows(B)))
                    for name, rows in few_row_contenders.items()]
-    contenders += [("ours_fold_silu", lambda B: ours_gen(B, True, fold=True))]
+    contenders += [(name, lambda B, fold=fold: ours_gen(B, True, fold=fold)) for name, fold in fold_contenders.items()]
     if not args.skip_hf:
         contenders += [("hf_static_compile", lambda B: hf_gen(B, cache_implementation="static"))]
         contenders += [("hf_eager", hf_gen)] if args.hf_eager else []
@@ -190,9 +195,9 @@ def main():
                     r["roofline_tok_s"] = B * bw / r["bytes_per_step"]
                     r["roofline_share"] = r["tok_s"] / r["roofline_tok_s"]
                     r["replay_roofline_share"] = r["bytes_per_step"] / (r["replay_ms"] / 1e3) / bw
-                if name in few_row_contenders or name == "ours_fold_silu":  # (ours_gen left its settings)
+                if name in few_row_contenders or name in fold_contenders:  # (ours_gen left its settings)
                     r["replay_ms"] = replay_seconds(ours, B, args.prompt_len, N) * 1e3
-                if name == "ours_fold_silu":
+                if name in fold_contenders:
                     r["kernels_per_step"], r["kernels_per_layer"] = kernels_per_step(ours, B, args.prompt_len)
             except Exception as e:  # a baseline that fails is reported, not fatal
                 r = dict(error=f"{type(e).__name__}: {str(e)[:300]}")

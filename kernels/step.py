@@ -1,7 +1,7 @@
 """
 The decode step on the fast path: one new token per row through every layer in nine kernels per layer (ten where
 decode attention splits the cache into chunks and combines them, at few rows or long caches; more where cuBLAS
-runs a projection with its own split-K reduce, above SKINNY_MAX_ROWS; eight with FOLD_SILU).
+runs a projection with its own split-K reduce, above SKINNY_MAX_ROWS; one less each with FOLD_SILU, FOLD_ROPE).
 
 Per layer, with the residual add of each sublayer folded into the norm that follows it:
     [add +] RMSNorm  -> q/k/v as one GEMM (bias in its epilogue) -> RoPE + KV-cache write -> decode attention
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels import stacked_linear
-from kernels.decode import decode_attention
+from kernels.decode import decode_attention, rope_decode_attention
 from kernels.fused import add_rms_norm, rope_cache_write, sample_race, silu_mul
 from kernels.skinny import skinny_linear
 
@@ -42,6 +42,9 @@ PDL_MAX_ROWS = 256
 # the same numbers bit for bit with one kernel a layer less (8). Off until measured in whole steps
 # (bench/bench_sample.py's ours_fold_silu contender): it recomputes the activation once per output tile.
 FOLD_SILU = False
+# FOLD_ROPE: RoPE and the KV-cache write run inside decode attention (kernels/decode.py: rope_decode_attention),
+# one kernel a layer less; the same q, k and v (the cache bit for bit). Off until measured (ours_fold_rope).
+FOLD_ROPE = False
 
 
 def pack_weights(model):
@@ -80,8 +83,12 @@ def decode_hidden(model, packed, freqs, tok, slot, start, cache):
     for i, layer in enumerate(layers):
         w_qkv, b_qkv, w_gu = packed[i]
         qkv, bias = (project(h, w_qkv), b_qkv) if few else (F.linear(h, w_qkv, b_qkv), None)  # bias: rope_cache_write's
-        q = rope_cache_write(qkv, freqs, cache.k[i], cache.v[i], slot, start, H, K, bias, pdl)  # (N, H, D)
-        y = decode_attention(q, cache.k[i], cache.v[i], lengths, start, pdl=pdl).view(-1, H * D)  # (N, H D)
+        if FOLD_ROPE:
+            y = rope_decode_attention(qkv, freqs, cache.k[i], cache.v[i], slot, start, H, bias, pdl=pdl)
+        else:
+            q = rope_cache_write(qkv, freqs, cache.k[i], cache.v[i], slot, start, H, K, bias, pdl)  # (N, H, D)
+            y = decode_attention(q, cache.k[i], cache.v[i], lengths, start, pdl=pdl)
+        y = y.view(-1, H * D)  # (N, H D)
         h, x = add_rms_norm(x, project(y, layer.self_attn.o_proj.weight), layer.post_attention_layernorm.weight,
                             eps, pdl)
         gu, w_down = F.linear(h, w_gu), layer.mlp.down_proj.weight  # gate/up (N, 2M): cuBLAS's tiles win there

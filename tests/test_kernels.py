@@ -249,8 +249,8 @@ def test_fused_logprob_bf16_real_shapes():
 @gpu_only
 def test_model_use_kernels_matches_reference_path():
     """model.use_kernels swaps these kernels in: a left-padded prefill, a packed batch and a decode step of
-    model.forward give the logits of the PyTorch path (bf16; two attention implementations rounding differently through two
-    layers -> 2e-2)."""
+    model.forward give the logits of the PyTorch path (bf16; two attention implementations rounding differently
+    through two layers -> 2e-2)."""
     from conftest import TINY
     from model import KVCache, ModelConfig, Qwen2
     from decode_step import decode_forward
@@ -308,6 +308,45 @@ def test_rope_cache_write_matches_reference(dtype):
         assert torch.isnan(kc[:, :, :21]).all() and torch.isnan(vc[:, :, 22:]).all()  # no other slot written
     for a, b in zip(caches[rope_cache_write], caches[rope_cache_write_ref]):
         assert rel_err(a, b) < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if not CUDA else [torch.bfloat16])
+@pytest.mark.parametrize("num_splits", [1, 3])
+def test_rope_decode_attention_is_rope_cache_write_then_decode_attention(dtype, num_splits):
+    """The fused kernel (q rotated and the new k/v written inside decode attention) against its twin, the two
+    kernels it replaces and their twins: the same output and the same cache, every other slot untouched; from the
+    projection's bf16 output and from its split-K partials with a bias; rows at their own positions (start)."""
+    from kernels.decode import rope_decode_attention, rope_decode_attention_ref
+    g = torch.Generator().manual_seed(4)
+    B, H, K, D, S = 3, 6, 2, 16, 40
+    W = (H + 2 * K) * D
+    freqs = 1.0 / 1e4 ** (torch.arange(0, D, 2, device=DEVICE).float() / D)
+    slot, start = torch.tensor([21], device=DEVICE), torch.tensor([0, 5, 21], device=DEVICE)  # row 2: pos 0
+    cache = [torch.randn(B, K, S, D, generator=g).to(DEVICE, dtype) for _ in range(2)]
+    cache = [c.index_fill(2, torch.arange(22, S, device=DEVICE), 30.0) for c in cache]  # would swamp the output
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    for qkv, bias in ((torch.randn(B, W, generator=g).to(DEVICE, dtype), None),
+                      (torch.randn(3, B, W, generator=g).to(DEVICE), torch.randn(W, generator=g).to(DEVICE, dtype))):
+        outs = {}
+        for name in ("fused", "twin", "two_kernels"):
+            kc, vc = (c.clone() for c in cache)
+            if name == "fused":
+                o = rope_decode_attention(qkv, freqs, kc, vc, slot, start, H, bias, num_splits=num_splits)
+            elif name == "twin":
+                o = rope_decode_attention_ref(qkv, freqs, kc, vc, slot, start, H, bias)
+            else:
+                q = rope_cache_write(qkv, freqs, kc, vc, slot, start, H, K, bias)
+                o = decode_attention(q, kc, vc, (slot + 1).expand(B), start, num_splits=num_splits)
+            assert o.dtype == dtype and torch.isfinite(o).all()
+            outs[name] = (o, kc, vc)
+        for a, b in zip(outs["fused"], outs["twin"]):  # the output, then both caches
+            assert rel_err(a, b) < tol
+        o, kc, vc = outs["fused"]
+        assert torch.equal(kc[:, :, 21], outs["two_kernels"][1][:, :, 21])  # the same new k and v, to the bit
+        assert torch.equal(vc[:, :, 21], outs["two_kernels"][2][:, :, 21])
+        assert torch.equal(kc[:, :, :21], cache[0][:, :, :21]) and torch.equal(kc[:, :, 22:], cache[0][:, :, 22:])
+        assert torch.equal(vc[:, :, :21], cache[1][:, :, :21]) and torch.equal(vc[:, :, 22:], cache[1][:, :, 22:])
+        assert rel_err(o, outs["two_kernels"][0]) < tol
 
 
 def test_rope_cache_write_equals_model_rope():
@@ -435,14 +474,16 @@ def test_race_noise_is_exp1_repeatable_and_new_at_every_step_row_and_seed():
         assert corr(e, other) < 4 / n**0.5
 
 
-@pytest.mark.parametrize("skinny_rows,fold", [(64, False), (64, True), (0, False)])  # kernels/skinny.py or cuBLAS
+@pytest.mark.parametrize("skinny_rows,fold", [(64, ()), (64, ("FOLD_SILU", "FOLD_ROPE")), (0, ()),
+                                               (0, ("FOLD_ROPE",))])  # kernels/skinny.py or cuBLAS; folds on
 def test_fast_decode_step_matches_plain_step(skinny_rows, fold, monkeypatch):
-    """kernels/step.py (packed q/k/v and gate/up, the fused kernels, decode attention; with fold, SiLU * up inside
-    down_proj's GEMM) gives the logits of the plain model forward for a decode step over a left-padded cache (fp32
-    in the interpreter, bf16 on a GPU)."""
+    """kernels/step.py (packed q/k/v and gate/up, the fused kernels, decode attention; with its folds, SiLU * up
+    inside down_proj's GEMM, RoPE + cache write inside decode attention) gives the logits of the plain model forward
+    for a decode step over a left-padded cache (fp32 in the interpreter, bf16 on a GPU)."""
     import kernels.step
     monkeypatch.setattr(kernels.step, "SKINNY_MAX_ROWS", skinny_rows)
-    monkeypatch.setattr(kernels.step, "FOLD_SILU", fold)
+    for name in fold:
+        monkeypatch.setattr(kernels.step, name, True)
     from conftest import TINY
     from kernels.step import FastDecode
     from model import KVCache, ModelConfig, Qwen2
