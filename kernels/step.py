@@ -43,7 +43,8 @@ PDL_MAX_ROWS = 256
 # (bench/bench_sample.py's ours_fold_silu contender): it recomputes the activation once per output tile.
 FOLD_SILU = False
 # FOLD_ROPE: RoPE and the KV-cache write run inside decode attention (kernels/decode.py: rope_decode_attention),
-# one kernel a layer less; the same q, k and v (the cache bit for bit). Off until measured (ours_fold_rope).
+# one kernel a layer less; the same q, k and v, rounded as rope_cache_write rounds. Off until measured
+# (bench_sample's ours_fold_rope).
 FOLD_ROPE = False
 
 

@@ -315,7 +315,9 @@ def test_rope_cache_write_matches_reference(dtype):
 def test_rope_decode_attention_is_rope_cache_write_then_decode_attention(dtype, num_splits):
     """The fused kernel (q rotated and the new k/v written inside decode attention) against its twin, the two
     kernels it replaces and their twins: the same output and the same cache, every other slot untouched; from the
-    projection's bf16 output and from its split-K partials with a bias; rows at their own positions (start)."""
+    projection's bf16 output and from its split-K partials with a bias; rows at their own positions (start). The new
+k and v are rope_cache_write's to the bit in the interpreter (on a GPU the compiler may fuse the rotation's
+multiply-adds otherwise: within rounding there)."""
     from kernels.decode import rope_decode_attention, rope_decode_attention_ref
     g = torch.Generator().manual_seed(4)
     B, H, K, D, S = 3, 6, 2, 16, 40
@@ -342,8 +344,9 @@ def test_rope_decode_attention_is_rope_cache_write_then_decode_attention(dtype, 
         for a, b in zip(outs["fused"], outs["twin"]):  # the output, then both caches
             assert rel_err(a, b) < tol
         o, kc, vc = outs["fused"]
-        assert torch.equal(kc[:, :, 21], outs["two_kernels"][1][:, :, 21])  # the same new k and v, to the bit
-        assert torch.equal(vc[:, :, 21], outs["two_kernels"][2][:, :, 21])
+        same = torch.equal if not CUDA else lambda a, b: rel_err(a, b) < tol  # (GPU: see the docstring)
+        assert same(kc[:, :, 21], outs["two_kernels"][1][:, :, 21])  # the same new k and v, to the bit
+        assert same(vc[:, :, 21], outs["two_kernels"][2][:, :, 21])
         assert torch.equal(kc[:, :, :21], cache[0][:, :, :21]) and torch.equal(kc[:, :, 22:], cache[0][:, :, 22:])
         assert torch.equal(vc[:, :, :21], cache[1][:, :, :21]) and torch.equal(vc[:, :, 22:], cache[1][:, :, 22:])
         assert rel_err(o, outs["two_kernels"][0]) < tol
