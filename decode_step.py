@@ -78,7 +78,7 @@ class DecodeStep:
         self.tok = torch.zeros(N, dtype=torch.long, device=dev)  # the token fed to the next step
         self.slot = torch.full((1,), first_slot, dtype=torch.long, device=dev)  # the cache slot it is written to
         self.t = torch.zeros(1, dtype=torch.long, device=dev)  # the output column of the next sampled token
-        self.seed = torch.tensor([self.noise_key()], device=dev)  # the fast sampler's Philox key, one per call
+        self.key = torch.tensor([self.noise_key()], device=dev)  # the fast sampler's Philox key, one per call
         self.tokens = torch.zeros(N, max_new_tokens, dtype=torch.long, device=dev)
         self.logprobs = torch.zeros(N, max_new_tokens, device=dev)
         self.done = torch.zeros(N, dtype=torch.bool, device=dev)
@@ -99,7 +99,7 @@ class DecodeStep:
         self.lengths.fill_(self.tokens.shape[1])
         if seed is not None:
             self.gen.manual_seed(seed)
-        self.seed.fill_(self.noise_key())
+        self.key.fill_(self.noise_key())
 
     def noise_key(self):
         """The fast sampler's Philox key, an int drawn on the host: the generator's seed when the call is seeded (a
@@ -111,7 +111,7 @@ class DecodeStep:
         """logits (N, V) -> token (N,), fp32 log-prob (N,) under softmax(logits / temperature)."""
         temperature, top_k, top_p = self.sampling
         if self.fast and temperature > 0 and top_k == 0 and top_p == 1.0:
-            return self.fast.sample(logits, temperature, self.seed, self.t)  # noise from (seed, output column)
+            return self.fast.sample(logits, temperature, self.key, self.t)  # noise from (key, output column)
         return sample_token(logits.float(), temperature, top_k, top_p, self.gen)
 
     def record(self, logits):

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import grpo  # noqa: E402
+import kernels.step  # noqa: E402
 import model  # noqa: E402
 from model import ModelConfig, Qwen2  # noqa: E402
 
@@ -70,8 +71,7 @@ def separate_linears(x, linears):
 def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=False, fused=True, folds=()):
     """Mean figures of steps 2.. of `grpo.py` itself, from its metrics. fused=False: q/k/v and gate/up as separate
     GEMMs in training (the sampler packs its own copy either way). folds: kernels.step switches turned on for the
-    sampler (FOLD_SILU, FOLD_ROPE)."""
-    import kernels.step
+    sampler (kernels.step.FOLDS)."""
     rng = random.Random(0)
     real, real_linear = grpo.rewards.accuracy_reward, model.fused_linear
     real_folds = {name: getattr(kernels.step, name) for name in folds}
@@ -184,7 +184,7 @@ def main():
         n_params = random_checkpoint(Path(tmp) / "ckpt", args.tokenizer_dir)
         res["n_params"] = n_params
         # micro-batch 0 is grpo.py's default, auto: the largest of 16, 8, .. that fits (16 on an 80 GB GPU)
-        folds = ("FOLD_SILU", "FOLD_ROPE")
+        folds = kernels.step.FOLDS
         for name, beta, mb, fused, fold in (("ours_beta0", 0.0, 0, True, ()), ("ours_beta0.04", 0.04, 0, True, ()),
                                             ("ours_beta0_mb8", 0.0, 8, True, ()),
                                             ("ours_beta0_unfused", 0.0, 0, False, ()),

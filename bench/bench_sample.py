@@ -151,13 +151,14 @@ def main():
 
     default_rows = step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS
 
-    folds = ("FOLD_SILU", "FOLD_ROPE")  # kernels.step's switches, off by default: each one kernel a layer less
-    fold_contenders = {"ours_fold_silu": ("FOLD_SILU",), "ours_fold_rope": ("FOLD_ROPE",), "ours_fold_both": folds}
+    # kernels.step's switches, off by default: each one kernel a layer less
+    fold_contenders = {"ours_fold_silu": ("FOLD_SILU",), "ours_fold_rope": ("FOLD_ROPE",),
+                       "ours_fold_both": step_kernels.FOLDS}
 
     def ours_gen(B, use_kernels, rows=default_rows, keep=True, fold=()):  # rows: (SKINNY_MAX_ROWS, PDL_MAX_ROWS)
         ours.use_kernels = use_kernels
         step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS = rows
-        for name in folds:
+        for name in step_kernels.FOLDS:
             setattr(step_kernels, name, name in fold)
         prompts = torch.randint(0, 151000, (B, args.prompt_len)).tolist()
         return generate(ours, prompts, max_new_tokens=N, temperature=1.0, seed=0, keep=keep)

@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from kernels import pdl_options
-from kernels.fused import pdl_wait
+from kernels.fused import pdl_wait, silu_times_up
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -54,11 +54,8 @@ def _skinny_linear(X, W, OUT, B, N, K, sxb, swn, CHUNK, BLOCK_M: tl.constexpr,
         in_k = offs_k < K  # (the last chunk may run past K)
         x_mask = rows[:, None] & in_k[None, :]
         x = tl.load(X + offs_m[:, None] * sxb + offs_k[None, :], mask=x_mask, other=0.0)
-        if GATED:  # X is [gate | up] (B, 2K): x = silu(gate) * up, rounded as silu_mul rounds (twice)
-            up = tl.load(X + offs_m[:, None] * sxb + K + offs_k[None, :], mask=x_mask, other=0.0)
-            g = x.to(tl.float32)
-            act = (g / (1.0 + tl.exp(-g))).to(x.dtype).to(tl.float32)
-            x = (act * up.to(tl.float32)).to(x.dtype)
+        if GATED:  # X is [gate | up] (B, 2K): x = silu(gate) * up, as silu_mul computes it
+            x = silu_times_up(x, tl.load(X + offs_m[:, None] * sxb + K + offs_k[None, :], mask=x_mask, other=0.0))
         w = tl.load(W + offs_n[:, None] * swn + offs_k[None, :], mask=outs[:, None] & in_k[None, :], other=0.0)
         acc = tl.dot(x, tl.trans(w), acc)  # (BLOCK_M, BLOCK_N)
     tl.store(OUT + (split * B + offs_m[:, None]) * N + offs_n[None, :], acc, mask=rows[:, None] & outs[None, :])

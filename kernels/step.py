@@ -46,6 +46,7 @@ FOLD_SILU = False
 # one kernel a layer less; the same q, k and v, rounded as rope_cache_write rounds. Off until measured
 # (bench_sample's ours_fold_rope).
 FOLD_ROPE = False
+FOLDS = ("FOLD_SILU", "FOLD_ROPE")  # (the switches' names, for the benchmarks that turn them on)
 
 
 def pack_weights(model):

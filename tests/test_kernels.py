@@ -316,8 +316,8 @@ def test_rope_decode_attention_is_rope_cache_write_then_decode_attention(dtype, 
     """The fused kernel (q rotated and the new k/v written inside decode attention) against its twin, the two
     kernels it replaces and their twins: the same output and the same cache, every other slot untouched; from the
     projection's bf16 output and from its split-K partials with a bias; rows at their own positions (start). The new
-k and v are rope_cache_write's to the bit in the interpreter (on a GPU the compiler may fuse the rotation's
-multiply-adds otherwise: within rounding there)."""
+    k and v are rope_cache_write's to the bit in the interpreter (on a GPU the compiler may fuse the rotation's
+    multiply-adds otherwise: within rounding there)."""
     from kernels.decode import rope_decode_attention, rope_decode_attention_ref
     g = torch.Generator().manual_seed(4)
     B, H, K, D, S = 3, 6, 2, 16, 40
