@@ -98,7 +98,10 @@ def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, s
     bk = tl.program_id(0)
     split = tl.program_id(1)
     b, kh = bk // KH, bk % KH
-    length = tl.load(LEN + b * s_len).to(tl.int32)
+    if ROPE:  # the new token's slot is the last valid key (LEN is not read: no lengths tensor to compute)
+        length = tl.load(SLOT).to(tl.int32) + 1
+    else:
+        length = tl.load(LEN + b * s_len).to(tl.int32)
     lo = split * CHUNK
     if HAS_START:
         lo = tl.maximum(lo, tl.load(START + b * s_start).to(tl.int32))
@@ -110,7 +113,7 @@ def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, s
     Kh = Kc + b * skb + kh * skh
     Vh = Vc + b * svb + kh * svh
     if ROPE:  # q, k, v from the projection (rope_cache_write's work): q rotated here, the new k/v written first
-        slot = tl.load(SLOT)
+        slot = length - 1
         pos = slot
         if HAS_START:
             pos = tl.maximum(slot - tl.load(START + b * s_start), 0)
@@ -222,7 +225,7 @@ def rope_decode_attention(qkv, inv_freq, k_cache, v_cache, slot, start, H, bias=
         raise ValueError(f"rope_decode_attention: qkv {tuple(qkv.shape)} and cache {tuple(k_cache.shape)} do not "
                          f"fit H={H} heads (a bias goes with partials only)")
     rope = (parts, bias, inv_freq, slot)
-    return _attend(None, rope, k_cache, v_cache, (slot + 1).expand(B), start, H, num_splits, pdl)
+    return _attend(None, rope, k_cache, v_cache, slot.expand(B), start, H, num_splits, pdl)  # (lengths: unread)
 
 
 def _attend(q, rope, k_cache, v_cache, lengths, start, H, num_splits, pdl):
