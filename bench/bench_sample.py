@@ -15,9 +15,9 @@ buffers and CUDA graph). first_call_s times one of ours that builds its own step
 
 Two more of ours try kernels/step.py's few-row settings the other way round from the default, at the batches where
 they differ from it: ours_cublas (every projection by cuBLAS, plain launches) and ours_few_rows (q/k/v, o_proj and
-down_proj by kernels/skinny.py's split-K GEMM, programmatic dependent launch). ours_fold_silu, ours_fold_rope and
-ours_fold_both are the default with kernels.step.FOLD_SILU (SiLU * up inside down_proj's GEMM), FOLD_ROPE (RoPE +
-cache write inside decode attention) or both on, each one kernel a layer less, with their replay time and count.
+down_proj by kernels/skinny.py's split-K GEMM, programmatic dependent launch). ours_fold_rope is the default with
+kernels.step.FOLD_ROPE on (RoPE + cache write inside decode attention: one kernel a layer less), with its replay
+time and kernel count.
 For our default path (Triton kernels + the whole step as one CUDA graph) it also reports:
   - kernels per decode step, and per layer: counted with torch.profiler over eager runs of the step the graph
     captures (a model cut to 1 and 2 layers gives the per-layer count and the count outside the layers);
@@ -132,6 +132,7 @@ def main():
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--skip-hf", action="store_true")
     p.add_argument("--hf-eager", action="store_true", help="also transformers' default (dynamic-cache) generate")
+    p.add_argument("--only", nargs="*", default=None, help="run only these contenders (ours, ours_cublas, ...)")
     args = p.parse_args()
     dev, N = "cuda", args.new_tokens
     torch.manual_seed(0)
@@ -151,9 +152,8 @@ def main():
 
     default_rows = step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS
 
-    # kernels.step's switches, off by default: each one kernel a layer less
-    fold_contenders = {"ours_fold_silu": ("FOLD_SILU",), "ours_fold_rope": ("FOLD_ROPE",),
-                       "ours_fold_both": step_kernels.FOLDS}
+    # kernels.step's switch, off by default: one kernel a layer less
+    fold_contenders = {"ours_fold_rope": ("FOLD_ROPE",)}
 
     def ours_gen(B, use_kernels, rows=default_rows, keep=True, fold=()):  # rows: (SKINNY_MAX_ROWS, PDL_MAX_ROWS)
         ours.use_kernels = use_kernels
@@ -176,6 +176,7 @@ def main():
     if not args.skip_hf:
         contenders += [("hf_static_compile", lambda B: hf_gen(B, cache_implementation="static"))]
         contenders += [("hf_eager", hf_gen)] if args.hf_eager else []
+    contenders = [(name, fn) for name, fn in contenders if args.only is None or name in args.only]
     for name, fn in contenders:  # contender-major: ours first, the slow-to-compile baseline last
         for B in args.batches:
             if name == "ours_plain_graph" and B != 64:

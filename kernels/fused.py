@@ -159,23 +159,16 @@ def _add_rms_norm(X, R, W, H_OUT, S_OUT, C, NP, srp, eps, HAS_R: tl.constexpr, B
 
 
 @triton.jit
-def silu_times_up(g, u):
-    """silu(g) * u in g's dtype, rounded as silu_mul_ref rounds: F.silu rounds to the input dtype, then * up
-    (also kernels/skinny.py's, where down_proj computes its input from gate/up's output)."""
-    gf = g.to(tl.float32)
-    act = (gf / (1.0 + tl.exp(-gf))).to(g.dtype).to(tl.float32)
-    return (act * u.to(tl.float32)).to(g.dtype)
-
-
-@triton.jit
 def _silu_mul(GU, OUT, M, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
     pdl_wait(USE_GDC)
     row = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
     g = tl.load(GU + row * 2 * M + offs, mask=mask, other=0.0)
-    u = tl.load(GU + row * 2 * M + M + offs, mask=mask, other=0.0)
-    tl.store(OUT + row * M + offs, silu_times_up(g, u).to(OUT.dtype.element_ty), mask=mask)
+    u = tl.load(GU + row * 2 * M + M + offs, mask=mask, other=0.0).to(tl.float32)
+    gf = g.to(tl.float32)
+    act = (gf / (1.0 + tl.exp(-gf))).to(g.dtype).to(tl.float32)  # F.silu rounds to the input dtype, then * up
+    tl.store(OUT + row * M + offs, (act * u).to(OUT.dtype.element_ty), mask=mask)
 
 
 @triton.jit

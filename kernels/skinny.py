@@ -11,10 +11,6 @@ the kernel that reads the projection next sums them as it loads them (kernels/fu
 bias too, add_rms_norm the residual), so split-K costs no extra kernel and no extra rounding (the sum is rounded
 once to the weights' dtype, as a GEMM rounds its output).
 
-down_proj can also take gate/up's output as it is (gated=True): each program computes silu(gate) * up for the
-columns it multiplies as it loads them, rounded as kernels/fused.py's silu_mul rounds them, so the product is the
-one silu_mul + skinny_linear give, bit for bit, with one kernel and one (B, M) round trip less.
-
 Measured (docs/bench/skinny_gemm_sweep_h200_2026-12-03.json): 3.8 / 3.3 / 5.6 us at B = 64 for the three. At
 B = 256 it only ties cuBLAS, and gate/up (9,728 outputs: enough tiles) stays cuBLAS's at every B.
 Shapes: B rows, N outputs, K inputs (the reduction), S splits.
@@ -27,7 +23,7 @@ import triton
 import triton.language as tl
 
 from kernels import pdl_options
-from kernels.fused import pdl_wait, silu_times_up
+from kernels.fused import pdl_wait
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -40,7 +36,7 @@ def skinny_linear_ref(x, weight):
 
 @triton.jit
 def _skinny_linear(X, W, OUT, B, N, K, sxb, swn, CHUNK, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GATED: tl.constexpr, USE_GDC: tl.constexpr):
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr):
     pdl_wait(USE_GDC)
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -52,10 +48,7 @@ def _skinny_linear(X, W, OUT, B, N, K, sxb, swn, CHUNK, BLOCK_M: tl.constexpr,
     for k0 in range(split * CHUNK, (split + 1) * CHUNK, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         in_k = offs_k < K  # (the last chunk may run past K)
-        x_mask = rows[:, None] & in_k[None, :]
-        x = tl.load(X + offs_m[:, None] * sxb + offs_k[None, :], mask=x_mask, other=0.0)
-        if GATED:  # X is [gate | up] (B, 2K): x = silu(gate) * up, as silu_mul computes it
-            x = silu_times_up(x, tl.load(X + offs_m[:, None] * sxb + K + offs_k[None, :], mask=x_mask, other=0.0))
+        x = tl.load(X + offs_m[:, None] * sxb + offs_k[None, :], mask=rows[:, None] & in_k[None, :], other=0.0)
         w = tl.load(W + offs_n[:, None] * swn + offs_k[None, :], mask=outs[:, None] & in_k[None, :], other=0.0)
         acc = tl.dot(x, tl.trans(w), acc)  # (BLOCK_M, BLOCK_N)
     tl.store(OUT + (split * B + offs_m[:, None]) * N + offs_n[None, :], acc, mask=rows[:, None] & outs[None, :])
@@ -74,22 +67,20 @@ def skinny_config(B, N, K):
     return max(1, min(8, 128 // tiles, K // 128)), block_m, block_n, 128, 4 if K > 2048 else 3
 
 
-def skinny_linear(x, weight, splits=None, pdl=False, gated=False):
+def skinny_linear(x, weight, splits=None, pdl=False):
     """The kernel behind skinny_linear_ref: x (B, K), weight (N, K), last dims contiguous -> (S, B, N) fp32.
-    splits=None: skinny_config's. pdl: programmatic dependent launch (kernels.pdl_options). gated: x is gate/up's
-    output [gate | up] (B, 2K), multiplied as silu_mul(x) (its twin: skinny_linear_ref(silu_mul_ref(x), weight))."""
-    B, K = x.shape[0], x.shape[1] // 2 if gated else x.shape[1]
-    N = weight.shape[0]
-    if weight.shape[1] != K or x.shape[1] != (2 * K if gated else K) or x.stride(1) != 1 or weight.stride(1) != 1:
+    splits=None: skinny_config's. pdl: programmatic dependent launch (kernels.pdl_options)."""
+    (B, K), N = x.shape, weight.shape[0]
+    if weight.shape[1] != K or x.stride(1) != 1 or weight.stride(1) != 1:
         raise ValueError(f"skinny_linear: x {tuple(x.shape)} and weight {tuple(weight.shape)} need the same K "
-                         f"({'x [gate | up] 2K wide, ' if gated else ''}contiguous rows)")
+                         "(contiguous rows)")
     s, block_m, block_n, block_k, stages = skinny_config(B, N, K)
     splits = splits or s
     chunk = triton.cdiv(triton.cdiv(K, splits), block_k) * block_k
     out = torch.empty(splits, B, N, device=x.device, dtype=torch.float32)
     grid = (triton.cdiv(N, block_n), triton.cdiv(B, block_m), splits)
     _skinny_linear[grid](x, weight, out, B, N, K, x.stride(0), weight.stride(0), chunk,
-                         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GATED=gated,
+                         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                          num_warps=4, num_stages=stages, **pdl_options(x.device, pdl))
     return out
 

@@ -1,7 +1,7 @@
 """
 The decode step on the fast path: one new token per row through every layer in nine kernels per layer (ten where
 decode attention splits the cache into chunks and combines them, at few rows or long caches; more where cuBLAS
-runs a projection with its own split-K reduce, above SKINNY_MAX_ROWS; one less each with FOLD_SILU, FOLD_ROPE).
+runs a projection with its own split-K reduce, above SKINNY_MAX_ROWS; one less with FOLD_ROPE).
 
 Per layer, with the residual add of each sublayer folded into the norm that follows it:
     [add +] RMSNorm  -> q/k/v as one GEMM (bias in its epilogue) -> RoPE + KV-cache write -> decode attention
@@ -38,15 +38,11 @@ from kernels.skinny import skinny_linear
 # were not measured, hence the bound. bench/bench_sample.py measures the step with and without them at every batch.
 SKINNY_MAX_ROWS = 256
 PDL_MAX_ROWS = 256
-# FOLD_SILU: down_proj's skinny GEMM computes SiLU * up itself from gate/up's output (skinny_linear(gated=True)),
-# the same numbers bit for bit with one kernel a layer less (8). Off until measured in whole steps
-# (bench/bench_sample.py's ours_fold_silu contender): it recomputes the activation once per output tile.
-FOLD_SILU = False
 # FOLD_ROPE: RoPE and the KV-cache write run inside decode attention (kernels/decode.py: rope_decode_attention),
 # one kernel a layer less; the same q, k and v, rounded as rope_cache_write rounds. Off until measured
 # (bench_sample's ours_fold_rope).
 FOLD_ROPE = False
-FOLDS = ("FOLD_SILU", "FOLD_ROPE")  # (the switches' names, for the benchmarks that turn them on)
+FOLDS = ("FOLD_ROPE",)  # (the switches' names, for the benchmarks that turn them on)
 
 
 def pack_weights(model):
@@ -94,8 +90,7 @@ def decode_hidden(model, packed, freqs, tok, slot, start, cache):
         h, x = add_rms_norm(x, project(y, layer.self_attn.o_proj.weight), layer.post_attention_layernorm.weight,
                             eps, pdl)
         gu, w_down = F.linear(h, w_gu), layer.mlp.down_proj.weight  # gate/up (N, 2M): cuBLAS's tiles win there
-        fold = few and FOLD_SILU  # SiLU * up computed inside down_proj's GEMM
-        mlp = skinny_linear(gu, w_down, pdl=pdl, gated=True) if fold else project(silu_mul(gu, pdl), w_down)
+        mlp = project(silu_mul(gu, pdl), w_down)
         norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.model.norm
         h, x = add_rms_norm(x, mlp, norm.weight, eps, pdl)
     return h

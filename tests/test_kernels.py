@@ -399,22 +399,6 @@ def test_skinny_linear_partials_sum_to_the_product(B, N, K):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if not CUDA else [torch.bfloat16])
-def test_skinny_linear_gated_is_silu_mul_then_the_product(dtype):
-    """gated=True (down_proj reading gate/up's output) gives exactly the partials of silu_mul's output times W,
-    rounding included, and so its twin's product; a width that is not [gate | up] of the weight's K is refused."""
-    from kernels.skinny import skinny_linear, skinny_linear_ref
-    g = torch.Generator().manual_seed(8)
-    B, N, M = 5, 24, 80  # M not a multiple of the interpreter's 16-wide K blocks' chunks
-    gu, w = torch.randn(B, 2 * M, generator=g).to(DEVICE, dtype), torch.randn(N, M, generator=g).to(DEVICE, dtype)
-    for splits in (None, 3):
-        folded = skinny_linear(gu, w, splits, gated=True)
-        assert torch.equal(folded, skinny_linear(silu_mul(gu), w, splits))
-        assert rel_err(folded.sum(0), skinny_linear_ref(silu_mul_ref(gu), w).sum(0)) < (1e-5 if not CUDA else 1e-3)
-    with pytest.raises(ValueError, match="2K wide"):
-        skinny_linear(gu[:, 1:], w, gated=True)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if not CUDA else [torch.bfloat16])
 def test_fused_kernels_read_split_k_partials(dtype):
     """rope_cache_write (with the projection's bias) and add_rms_norm given partials (S, B, W) fp32 give what
     they give for the projection's output rounded once (sum + bias, then the dtype), and so do their twins."""
@@ -477,11 +461,11 @@ def test_race_noise_is_exp1_repeatable_and_new_at_every_step_row_and_seed():
         assert corr(e, other) < 4 / n**0.5
 
 
-@pytest.mark.parametrize("skinny_rows,fold", [(64, ()), (64, ("FOLD_SILU", "FOLD_ROPE")), (0, ()),
-                                               (0, ("FOLD_ROPE",))])  # kernels/skinny.py or cuBLAS; folds on
+@pytest.mark.parametrize("skinny_rows,fold", [(64, ()), (64, ("FOLD_ROPE",)), (0, ()),
+                                               (0, ("FOLD_ROPE",))])  # kernels/skinny.py or cuBLAS; fold on
 def test_fast_decode_step_matches_plain_step(skinny_rows, fold, monkeypatch):
-    """kernels/step.py (packed q/k/v and gate/up, the fused kernels, decode attention; with its folds, SiLU * up
-    inside down_proj's GEMM, RoPE + cache write inside decode attention) gives the logits of the plain model forward
+    """kernels/step.py (packed q/k/v and gate/up, the fused kernels, decode attention; with FOLD_ROPE, RoPE +
+    cache write inside decode attention) gives the logits of the plain model forward
     for a decode step over a left-padded cache (fp32 in the interpreter, bf16 on a GPU)."""
     import kernels.step
     monkeypatch.setattr(kernels.step, "SKINNY_MAX_ROWS", skinny_rows)
