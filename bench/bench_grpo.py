@@ -14,7 +14,7 @@ How the figures are taken:
   almost never emit EOS, so every completion runs to 1,024 tokens. Step 1 pays for compilation and CUDA-graph
   capture; the figures are the mean of steps 2-3, read from metrics.jsonl. `ours_beta0_unfused` is the β = 0 step
   with q/k/v and gate/up as separate GEMMs in the training pass (model.fused_linear's twin), for the A/B;
-  `ours_beta0_folds` the β = 0 step with the sampler's kernels.step.FOLDS (FOLD_ROPE) on.
+  `ours_beta0_folds` the β = 0 step with the sampler's kernels.step.FOLDS (FOLD_ROPE, SKINNY_GATE_UP) on.
 - Training MFU = 6 * n_params * tokens trained / train time / 989 TFLOP/s (H100/H200 SXM bf16 dense), the formula
   the 18% transformers figure in ../shared/reference used; attention FLOPs are not counted in either.
 - transformers: Qwen2ForCausalLM (sdpa attention), `generate` of 8 x 16 rows (min_new_tokens = 1,024) — eager,

@@ -18,7 +18,8 @@ kernel's job is to keep HBM busy. Two ideas do that:
 rope_decode_attention folds the step's previous kernel (kernels/fused.py: rope_cache_write) into this one: each
 program sums its G query heads' projection partials, rotates them, and the program whose chunk holds the new
 slot also rotates and writes that slot's k and v (a barrier, then its own loop reads them back; no other program
-reads that slot). The rounding is rope_cache_write's: in the interpreter the cache gets the same bits.
+reads that slot). Launched with programmatic dependent launch, each program first asks for its keys and values to
+be brought into L2 (PREFETCH), so that their reads start while the kernel before it ends. The rounding is rope_cache_write's: in the interpreter the cache gets the same bits.
 Nothing here reads lengths on the host (no .item()), so a decode step stays capturable in a CUDA graph; chunks are
 cut from the cache size S, and chunks past a row's length end at once.
 
@@ -35,9 +36,10 @@ import triton.language as tl
 
 from kernels.attention import LOG2E
 from kernels import pdl_options
-from kernels.fused import pdl_wait
+from kernels.fused import pdl_wait, prefetch_l2
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+PREFETCH = True  # with PDL: each program's keys and values into L2 before it waits (bench_sample: ours_no_prefetch)
 
 
 def decode_attention_ref(q, k_cache, v_cache, lengths, start=None, num_splits=None):
@@ -93,8 +95,8 @@ def _rotated(QKV, BIAS, NP, sxp, base, head_cols, offs_d, cos, sin, mask, dtype,
 def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, skb, skh, sks, svb, svh, svs,
                   s_len, s_start, KH, G, S, CHUNK, NS, QKV, BIAS, INV_FREQ, SLOT, NP, sxp, sxb, H,
                   D: tl.constexpr, G_PAD: tl.constexpr, HAS_START: tl.constexpr, BLOCK_N: tl.constexpr,
-                  DIRECT: tl.constexpr, ROPE: tl.constexpr, HAS_BIAS: tl.constexpr, USE_GDC: tl.constexpr):
-    pdl_wait(USE_GDC)
+                  DIRECT: tl.constexpr, ROPE: tl.constexpr, HAS_BIAS: tl.constexpr, PREFETCH: tl.constexpr,
+                  LINES: tl.constexpr, USE_GDC: tl.constexpr):
     bk = tl.program_id(0)
     split = tl.program_id(1)
     b, kh = bk // KH, bk % KH
@@ -112,6 +114,17 @@ def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, s
     heads = kh * G + offs_g  # the query heads that share kv head kh; rows >= G are padding (zeros)
     Kh = Kc + b * skb + kh * skh
     Vh = Vc + b * svb + kh * svh
+    # Before the wait (kernels.pdl_options): the slot, lengths and starts were written before the step's layers; the
+    # cache lines go to L2, where the kernel before (which may write the new slot) writes too, so the loads after
+    # the wait see its values.
+    if PREFETCH:
+        for n0 in range(lo, hi, 64):
+            slots = n0 + tl.arange(0, 64)
+            at = tl.where(slots < hi, slots, lo)[:, None]
+            line = tl.arange(0, LINES)[None, :] * (D // LINES)
+            prefetch_l2(Kh + at * sks + line)
+            prefetch_l2(Vh + at * svs + line)
+    pdl_wait(USE_GDC)
     if ROPE:  # q, k, v from the projection (rope_cache_write's work): q rotated here, the new k/v written first
         slot = length - 1
         pos = slot
@@ -245,13 +258,16 @@ def _attend(q, rope, k_cache, v_cache, lengths, start, H, num_splits, pdl):
     lse_part = out if direct else torch.empty(B, H, ns, device=dev, dtype=torch.float32)
     parts, bias, inv_freq, slot = rope if rope is not None else (k_cache[None, :, 0, 0], None, lengths, lengths)
     q_args = (q.stride(0), q.stride(1)) if q is not None else (0, 0)
+    launch = pdl_options(dev, pdl)
+    prefetch = PREFETCH and launch["USE_GDC"] and not INTERPRET  # (no inline PTX in the interpreter)
     _decode_split[(B * K, ns)](q if q is not None else out, k_cache, v_cache, lengths, st, o_part, lse_part,
                                1.0 / math.sqrt(D), *q_args, *k_cache.stride()[:3], *v_cache.stride()[:3],
                                lengths.stride(0), st.stride(0), K, G, S, chunk, ns,
                                parts, bias if bias is not None else parts, inv_freq, slot, parts.shape[0],
                                parts.stride(0), parts.stride(1), H, D=D, G_PAD=max(16, triton.next_power_of_2(G)),
                                HAS_START=has_start, DIRECT=direct, ROPE=rope is not None,
-                               HAS_BIAS=bias is not None, **pdl_options(dev, pdl))
+                               HAS_BIAS=bias is not None, PREFETCH=prefetch,
+                               LINES=max(1, D * k_cache.element_size() // 128), **launch)
     if not direct:
         _decode_combine[(B * H,)](o_part, lse_part, out, ns, D=D, NS_PAD=triton.next_power_of_2(ns),
                                   **pdl_options(dev, pdl))

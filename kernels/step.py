@@ -42,7 +42,10 @@ PDL_MAX_ROWS = 256
 # one kernel a layer less; the same q, k and v, rounded as rope_cache_write rounds. Off until measured
 # (bench_sample's ours_fold_rope).
 FOLD_ROPE = False
-FOLDS = ("FOLD_ROPE",)  # (the switches' names, for the benchmarks that turn them on)
+# SKINNY_GATE_UP: gate/up by kernels/skinny.py too (with PDL and its L2 prefetch), silu_mul summing its partials.
+# Off until measured (bench_sample's ours_skinny_gate_up): without the prefetch cuBLAS's tiles won there.
+SKINNY_GATE_UP = False
+FOLDS = ("FOLD_ROPE", "SKINNY_GATE_UP")  # (the switches' names, for the benchmarks that turn them on)
 
 
 def pack_weights(model):
@@ -89,8 +92,8 @@ def decode_hidden(model, packed, freqs, tok, slot, start, cache):
         y = y.view(-1, H * D)  # (N, H D)
         h, x = add_rms_norm(x, project(y, layer.self_attn.o_proj.weight), layer.post_attention_layernorm.weight,
                             eps, pdl)
-        gu, w_down = F.linear(h, w_gu), layer.mlp.down_proj.weight  # gate/up (N, 2M): cuBLAS's tiles win there
-        mlp = project(silu_mul(gu, pdl), w_down)
+        gu = project(h, w_gu) if SKINNY_GATE_UP else F.linear(h, w_gu)  # gate/up (N, 2M) or its partials
+        mlp = project(silu_mul(gu, pdl, h.dtype), layer.mlp.down_proj.weight)
         norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.model.norm
         h, x = add_rms_norm(x, mlp, norm.weight, eps, pdl)
     return h

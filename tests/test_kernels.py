@@ -383,6 +383,10 @@ def test_add_rms_norm_matches_reference(dtype, with_residual):
 def test_silu_mul_matches_reference(dtype):
     gu = torch.randn(3, 2 * 200, generator=torch.Generator().manual_seed(2)).to(DEVICE, dtype)  # M = 200
     assert rel_err(silu_mul(gu), silu_mul_ref(gu)) < (1e-5 if dtype == torch.float32 else 1e-2)
+    parts = torch.randn(3, 3, 2 * 200, generator=torch.Generator().manual_seed(4)).to(DEVICE)  # split-K partials
+    whole = parts.sum(0).to(dtype)  # what the kernel must read them as: summed, then rounded once
+    assert torch.equal(silu_mul(parts, dtype=dtype), silu_mul(whole))
+    assert rel_err(silu_mul_ref(parts, dtype), silu_mul_ref(whole)) < 1e-6
 
 
 @pytest.mark.parametrize("B,N,K", [(3, 40, 96), (1, 16, 100), (70, 48, 64)])  # K not a multiple of the chunk
@@ -395,6 +399,7 @@ def test_skinny_linear_partials_sum_to_the_product(B, N, K):
     for splits in (None, 3):  # its own choice for the shape, and 3 (the last chunk past K)
         parts = skinny_linear(x, w, splits)
         assert parts.dtype == torch.float32 and parts.shape[1:] == (B, N) and parts.shape[0] == (splits or len(parts))
+        assert torch.equal(skinny_linear(x, w, splits, pdl=True), parts)  # (on Hopper: PDL + the L2 prefetch)
         assert rel_err(parts.sum(0), skinny_linear_ref(x, w).sum(0)) < (1e-5 if not CUDA else 1e-3)
 
 
@@ -461,11 +466,11 @@ def test_race_noise_is_exp1_repeatable_and_new_at_every_step_row_and_seed():
         assert corr(e, other) < 4 / n**0.5
 
 
-@pytest.mark.parametrize("skinny_rows,fold", [(64, ()), (64, ("FOLD_ROPE",)), (0, ()),
-                                               (0, ("FOLD_ROPE",))])  # kernels/skinny.py or cuBLAS; fold on
+@pytest.mark.parametrize("skinny_rows,fold", [(64, ()), (64, ("FOLD_ROPE",)), (64, ("SKINNY_GATE_UP",)), (0, ()),
+                                               (0, ("FOLD_ROPE",))])  # kernels/skinny.py or cuBLAS; switches on
 def test_fast_decode_step_matches_plain_step(skinny_rows, fold, monkeypatch):
     """kernels/step.py (packed q/k/v and gate/up, the fused kernels, decode attention; with FOLD_ROPE, RoPE +
-    cache write inside decode attention) gives the logits of the plain model forward
+    cache write inside decode attention; with SKINNY_GATE_UP, gate/up's partials summed by silu_mul) gives the logits of the plain model forward
     for a decode step over a left-padded cache (fp32 in the interpreter, bf16 on a GPU)."""
     import kernels.step
     monkeypatch.setattr(kernels.step, "SKINNY_MAX_ROWS", skinny_rows)
