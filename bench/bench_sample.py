@@ -15,11 +15,11 @@ buffers and CUDA graph). first_call_s times one of ours that builds its own step
 
 Two more of ours try kernels/step.py's few-row settings the other way round from the default, at the batches where
 they differ from it: ours_cublas (every projection by cuBLAS, plain launches) and ours_few_rows (q/k/v, o_proj and
-down_proj by kernels/skinny.py's split-K GEMM, programmatic dependent launch). Four more flip switches of the
+down_proj by kernels/skinny.py's split-K GEMM, programmatic dependent launch). Five more flip switches of the
 default, with their replay time and kernel count: ours_fold_rope (kernels.step.FOLD_ROPE: RoPE + cache write
 inside decode attention, one kernel a layer less), ours_skinny_gate_up (SKINNY_GATE_UP: gate/up by the split-K
-GEMM too), both, and ours_no_prefetch (kernels.skinny.PREFETCH off: no L2 prefetch of the weights before PDL's
-wait).
+GEMM too), both, ours_no_prefetch (kernels.skinny.PREFETCH and kernels.decode.PREFETCH off: no L2 prefetch of
+weights or cache before PDL's wait) and ours_no_kv_prefetch (the cache's prefetch off).
 For our default path (Triton kernels + the whole step as one CUDA graph) it also reports:
   - kernels per decode step, and per layer: counted with torch.profiler over eager runs of the step the graph
     captures (a model cut to 1 and 2 layers gives the per-layer count and the count outside the layers);
@@ -44,6 +44,7 @@ import sample  # noqa: E402
 from sample import generate  # noqa: E402
 import kernels.step as step_kernels  # noqa: E402
 import kernels.skinny as skinny  # noqa: E402
+import kernels.decode as decode  # noqa: E402
 
 QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                   num_attention_heads=14, num_key_value_heads=2, rope_theta=1e6, rms_norm_eps=1e-6,
@@ -159,7 +160,8 @@ def main():
     switch_contenders = {"ours_fold_rope": {(step_kernels, "FOLD_ROPE"): True},
                          "ours_skinny_gate_up": {(step_kernels, "SKINNY_GATE_UP"): True},
                          "ours_fold_rope_skinny_gate_up": {(step_kernels, n): True for n in step_kernels.FOLDS},
-                         "ours_no_prefetch": {(skinny, "PREFETCH"): False}}
+                         "ours_no_prefetch": {(skinny, "PREFETCH"): False, (decode, "PREFETCH"): False},
+                         "ours_no_kv_prefetch": {(decode, "PREFETCH"): False}}
     defaults = {key: getattr(*key) for switches in switch_contenders.values() for key in switches}
 
     def ours_gen(B, use_kernels, rows=default_rows, keep=True, switches={}):  # rows: (SKINNY_MAX_ROWS, PDL_MAX_ROWS)
