@@ -18,8 +18,8 @@ they differ from it: ours_cublas (every projection by cuBLAS, plain launches) an
 down_proj by kernels/skinny.py's split-K GEMM, programmatic dependent launch). Five more flip switches of the
 default, with their replay time and kernel count: ours_fold_rope (kernels.step.FOLD_ROPE: RoPE + cache write
 inside decode attention, one kernel a layer less), ours_skinny_gate_up (SKINNY_GATE_UP: gate/up by the split-K
-GEMM too), both, ours_no_prefetch (kernels.skinny.PREFETCH and kernels.decode.PREFETCH off: no L2 prefetch of
-weights or cache before PDL's wait) and ours_no_kv_prefetch (the cache's prefetch off).
+GEMM too), both, ours_prefetch (kernels.skinny.PREFETCH and kernels.decode.PREFETCH on: weights and cache
+prefetched into L2 before PDL's wait) and ours_weight_prefetch (the weights' prefetch alone).
 For our default path (Triton kernels + the whole step as one CUDA graph) it also reports:
   - kernels per decode step, and per layer: counted with torch.profiler over eager runs of the step the graph
     captures (a model cut to 1 and 2 layers gives the per-layer count and the count outside the layers);
@@ -160,8 +160,8 @@ def main():
     switch_contenders = {"ours_fold_rope": {(step_kernels, "FOLD_ROPE"): True},
                          "ours_skinny_gate_up": {(step_kernels, "SKINNY_GATE_UP"): True},
                          "ours_fold_rope_skinny_gate_up": {(step_kernels, n): True for n in step_kernels.FOLDS},
-                         "ours_no_prefetch": {(skinny, "PREFETCH"): False, (decode, "PREFETCH"): False},
-                         "ours_no_kv_prefetch": {(decode, "PREFETCH"): False}}
+                         "ours_prefetch": {(skinny, "PREFETCH"): True, (decode, "PREFETCH"): True},
+                         "ours_weight_prefetch": {(skinny, "PREFETCH"): True}}
     defaults = {key: getattr(*key) for switches in switch_contenders.values() for key in switches}
 
     def ours_gen(B, use_kernels, rows=default_rows, keep=True, switches={}):  # rows: (SKINNY_MAX_ROWS, PDL_MAX_ROWS)

@@ -18,8 +18,8 @@ kernel's job is to keep HBM busy. Two ideas do that:
 rope_decode_attention folds the step's previous kernel (kernels/fused.py: rope_cache_write) into this one: each
 program sums its G query heads' projection partials, rotates them, and the program whose chunk holds the new
 slot also rotates and writes that slot's k and v (a barrier, then its own loop reads them back; no other program
-reads that slot). Launched with programmatic dependent launch, each program first asks for its keys and values to
-be brought into L2 (PREFETCH), so that their reads start while the kernel before it ends. The rounding is rope_cache_write's: in the interpreter the cache gets the same bits.
+reads that slot). With PREFETCH (off until measured) and programmatic dependent launch, each program first asks
+for its keys and values to be brought into L2, so that their reads start while the kernel before it ends. The rounding is rope_cache_write's: in the interpreter the cache gets the same bits.
 Nothing here reads lengths on the host (no .item()), so a decode step stays capturable in a CUDA graph; chunks are
 cut from the cache size S, and chunks past a row's length end at once.
 
@@ -39,7 +39,7 @@ from kernels import pdl_options
 from kernels.fused import pdl_wait, prefetch_l2
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-PREFETCH = True  # with PDL: each program's keys and values into L2 before it waits (bench_sample: ours_no_prefetch)
+PREFETCH = False  # with PDL: each program's keys and values into L2 before it waits (kernels/skinny.py's PREFETCH)
 
 
 def decode_attention_ref(q, k_cache, v_cache, lengths, start=None, num_splits=None):
@@ -97,6 +97,8 @@ def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, s
                   D: tl.constexpr, G_PAD: tl.constexpr, HAS_START: tl.constexpr, BLOCK_N: tl.constexpr,
                   DIRECT: tl.constexpr, ROPE: tl.constexpr, HAS_BIAS: tl.constexpr, PREFETCH: tl.constexpr,
                   LINES: tl.constexpr, USE_GDC: tl.constexpr):
+    if not PREFETCH:
+        pdl_wait(USE_GDC)  # (with PREFETCH: below, after the prefetch)
     bk = tl.program_id(0)
     split = tl.program_id(1)
     b, kh = bk // KH, bk % KH
@@ -124,7 +126,7 @@ def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, s
             line = tl.arange(0, LINES)[None, :] * (D // LINES)
             prefetch_l2(Kh + at * sks + line)
             prefetch_l2(Vh + at * svs + line)
-    pdl_wait(USE_GDC)
+        pdl_wait(USE_GDC)
     if ROPE:  # q, k, v from the projection (rope_cache_write's work): q rotated here, the new k/v written first
         slot = length - 1
         pos = slot

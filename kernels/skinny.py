@@ -11,8 +11,8 @@ the kernel that reads the projection next sums them as it loads them (kernels/fu
 bias too, add_rms_norm the residual), so split-K costs no extra kernel and no extra rounding (the sum is rounded
 once to the weights' dtype, as a GEMM rounds its output).
 
-Launched with programmatic dependent launch, each program first asks for its weight tile to be brought into L2
-(PREFETCH, kernels/fused.py: prefetch_l2), then waits for the kernel before it, whose output x is: the weights are
+With PREFETCH (off until measured) and programmatic dependent launch, each program first asks for its weight tile
+to be brought into L2 (kernels/fused.py: prefetch_l2), then waits for the kernel before it, whose output x is: the weights are
 not written by it, so their reads overlap its end instead of following it.
 
 Measured (docs/bench/skinny_gemm_sweep_h200_2026-12-03.json): 3.8 / 3.3 / 5.6 us at B = 64 for the three. At
@@ -30,7 +30,9 @@ from kernels import pdl_options
 from kernels.fused import pdl_wait, prefetch_l2
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-PREFETCH = True  # with PDL: each program's weights into L2 before it waits (bench_sample's ours_no_prefetch: off)
+# PREFETCH, with PDL: each program's weights into L2 before it waits. Off until measured on a GPU (bench_sample's
+# ours_prefetch): compiled for sm_90 (2026-12-07) but not yet run on one.
+PREFETCH = False
 
 
 def skinny_linear_ref(x, weight):
