@@ -18,8 +18,9 @@ kernel's job is to keep HBM busy. Two ideas do that:
 rope_decode_attention folds the step's previous kernel (kernels/fused.py: rope_cache_write) into this one: each
 program sums its G query heads' projection partials, rotates them, and the program whose chunk holds the new
 slot also rotates and writes that slot's k and v (a barrier, then its own loop reads them back; no other program
-reads that slot). With PREFETCH (off until measured) and programmatic dependent launch, each program first asks
-for its keys and values to be brought into L2, so that their reads start while the kernel before it ends. The rounding is rope_cache_write's: in the interpreter the cache gets the same bits.
+reads that slot). The rounding is rope_cache_write's: in the interpreter the cache gets the same bits.
+With PREFETCH (off until measured) and programmatic dependent launch, each program first asks for its keys and
+values to be brought into L2, so that their reads start while the kernel before it ends.
 Nothing here reads lengths on the host (no .item()), so a decode step stays capturable in a CUDA graph; chunks are
 cut from the cache size S, and chunks past a row's length end at once.
 

@@ -12,8 +12,8 @@ bias too, add_rms_norm the residual), so split-K costs no extra kernel and no ex
 once to the weights' dtype, as a GEMM rounds its output).
 
 With PREFETCH (off until measured) and programmatic dependent launch, each program first asks for its weight tile
-to be brought into L2 (kernels/fused.py: prefetch_l2), then waits for the kernel before it, whose output x is: the weights are
-not written by it, so their reads overlap its end instead of following it.
+to be brought into L2 (kernels/fused.py: prefetch_l2), then waits for the kernel before it, whose output x is: that
+kernel does not write the weights, so their reads can overlap its end instead of following it.
 
 Measured (docs/bench/skinny_gemm_sweep_h200_2026-12-03.json): 3.8 / 3.3 / 5.6 us at B = 64 for the three. At
 B = 256 it only ties cuBLAS, and gate/up (9,728 outputs: enough tiles) stays cuBLAS's at every B.
