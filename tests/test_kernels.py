@@ -474,8 +474,9 @@ def test_race_noise_is_exp1_repeatable_and_new_at_every_step_row_and_seed():
                                                (0, ("FOLD_ROPE",))])  # kernels/skinny.py or cuBLAS; switches on
 def test_fast_decode_step_matches_plain_step(skinny_rows, fold, monkeypatch):
     """kernels/step.py (packed q/k/v and gate/up, the fused kernels, decode attention; with FOLD_ROPE, RoPE +
-    cache write inside decode attention; with SKINNY_GATE_UP, gate/up's partials summed by silu_mul) gives the logits of the plain model forward
-    for a decode step over a left-padded cache (fp32 in the interpreter, bf16 on a GPU)."""
+    cache write inside decode attention; with SKINNY_GATE_UP, gate/up's partials summed by silu_mul) gives the
+    logits of the plain model forward for a decode step over a left-padded cache (fp32 in the interpreter, bf16 on
+    a GPU)."""
     import kernels.step
     monkeypatch.setattr(kernels.step, "SKINNY_MAX_ROWS", skinny_rows)
     for name in fold:
