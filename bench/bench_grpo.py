@@ -14,7 +14,7 @@ How the figures are taken:
   almost never emit EOS, so every completion runs to 1,024 tokens. Step 1 pays for compilation and CUDA-graph
   capture; the figures are the mean of steps 2-3, read from metrics.jsonl. `ours_beta0_unfused` is the β = 0 step
   with q/k/v and gate/up as separate GEMMs in the training pass (model.fused_linear's twin), for the A/B;
-  `ours_beta0_folds` the β = 0 step with the sampler's kernels.step.FOLDS (FOLD_ROPE, SKINNY_GATE_UP) on,
+  `ours_beta0_folds` the β = 0 step with the sampler's kernels.step.SWITCHES (FOLD_ROPE, SKINNY_GATE_UP) on,
   `ours_beta0_prefetch` with its L2 prefetch on (kernels.skinny.PREFETCH, kernels.decode.PREFETCH).
 - Training MFU = 6 * n_params * tokens trained / train time / 989 TFLOP/s (H100/H200 SXM bf16 dense), the formula
   the 18% transformers figure in ../shared/reference used; attention FLOPs are not counted in either.
@@ -188,7 +188,7 @@ def main():
         n_params = random_checkpoint(Path(tmp) / "ckpt", args.tokenizer_dir)
         res["n_params"] = n_params
         # micro-batch 0 is grpo.py's default, auto: the largest of 16, 8, .. that fits (16 on an 80 GB GPU)
-        folds = {(kernels.step, name): True for name in kernels.step.FOLDS}
+        folds = {(kernels.step, name): True for name in kernels.step.SWITCHES}
         prefetch = {(kernels.skinny, "PREFETCH"): True, (kernels.decode, "PREFETCH"): True}
         for name, beta, mb, fused, switches in (("ours_beta0", 0.0, 0, True, {}), ("ours_beta0.04", 0.04, 0, True, {}),
                                                 ("ours_beta0_mb8", 0.0, 8, True, {}),

@@ -159,7 +159,7 @@ def main():
     # the default with some of the fast path's switches the other way round: {(module, name): value}
     switch_contenders = {"ours_fold_rope": {(step_kernels, "FOLD_ROPE"): True},
                          "ours_skinny_gate_up": {(step_kernels, "SKINNY_GATE_UP"): True},
-                         "ours_fold_rope_skinny_gate_up": {(step_kernels, n): True for n in step_kernels.FOLDS},
+                         "ours_fold_rope_skinny_gate_up": {(step_kernels, n): True for n in step_kernels.SWITCHES},
                          "ours_prefetch": {(skinny, "PREFETCH"): True, (decode, "PREFETCH"): True},
                          "ours_weight_prefetch": {(skinny, "PREFETCH"): True}}
     defaults = {key: getattr(*key) for switches in switch_contenders.values() for key in switches}

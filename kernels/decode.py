@@ -37,7 +37,7 @@ import triton.language as tl
 
 from kernels.attention import LOG2E
 from kernels import pdl_options
-from kernels.fused import pdl_wait, prefetch_l2
+from kernels.fused import pdl_wait, prefetch_l2, summed_partials
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 PREFETCH = False  # with PDL: each program's keys and values into L2 before it waits (kernels/skinny.py's PREFETCH)
@@ -70,9 +70,7 @@ def _configs():
 def _projected(QKV, BIAS, NP, sxp, base, cols, mask, HAS_BIAS: tl.constexpr):
     """Columns `cols` of one row's q/k/v projection, fp32: its NP partials summed (+ bias), rounded once to the
     cache's dtype as a GEMM rounds its output (as kernels/fused.py's rope_cache_write reads them)."""
-    x = tl.zeros(cols.shape, tl.float32)
-    for p in range(NP):
-        x += tl.load(QKV + p * sxp + base + cols, mask=mask, other=0.0).to(tl.float32)
+    x = summed_partials(QKV, NP, sxp, base + cols, mask)
     if HAS_BIAS:
         x += tl.load(BIAS + cols, mask=mask, other=0.0).to(tl.float32)
     return x

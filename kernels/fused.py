@@ -102,6 +102,16 @@ def pdl_wait(USE_GDC: tl.constexpr):
 
 
 @triton.jit
+def summed_partials(X, NP, sxp, offs, mask):
+    """X[offs] summed over NP split-K partials NP * sxp apart (kernels/skinny.py leaves its partials for the kernel
+    that reads the projection next), in fp32; NP = 1 reads a tensor as it is."""
+    x = tl.zeros(offs.shape, tl.float32)
+    for p in range(NP):
+        x += tl.load(X + p * sxp + offs, mask=mask, other=0.0).to(tl.float32)
+    return x
+
+
+@triton.jit
 def prefetch_l2(ptrs):
     """Ask for the cache lines at ptrs (any shape) to be brought into L2, waiting for nothing and filling no
     register: a kernel launched with PDL calls it before pdl_wait for what the kernel before it does not write (its
@@ -119,12 +129,8 @@ def _rope_cache_write(QKV, BIAS, INV_FREQ, SLOT, START, Q_OUT, KC, VC, NP, sxp, 
     h = tl.program_id(1)  # 0..H-1 query heads, H..H+K-1 key heads, H+K..H+2K-1 value heads
     HALF: tl.constexpr = D // 2
     offs = tl.arange(0, HALF)
-    x1 = tl.zeros([HALF], tl.float32)
-    x2 = tl.zeros([HALF], tl.float32)
-    for p in range(NP):  # NP partials of the projection (1: its bf16 output as is)
-        src = QKV + p * sxp + b * sxb + h * D
-        x1 += tl.load(src + offs).to(tl.float32)
-        x2 += tl.load(src + HALF + offs).to(tl.float32)
+    x1 = summed_partials(QKV, NP, sxp, b * sxb + h * D + offs, offs < HALF)  # (NP = 1: its bf16 output as is)
+    x2 = summed_partials(QKV, NP, sxp, b * sxb + h * D + HALF + offs, offs < HALF)
     if HAS_BIAS:
         x1 += tl.load(BIAS + h * D + offs).to(tl.float32)
         x2 += tl.load(BIAS + h * D + HALF + offs).to(tl.float32)
@@ -158,9 +164,7 @@ def _add_rms_norm(X, R, W, H_OUT, S_OUT, C, NP, srp, eps, HAS_R: tl.constexpr, B
     mask = offs < C
     s = tl.load(X + row * C + offs, mask=mask, other=0.0)
     if HAS_R:
-        r = tl.zeros([BLOCK], tl.float32)
-        for p in range(NP):  # NP partials of r (1: r as is)
-            r += tl.load(R + p * srp + row * C + offs, mask=mask, other=0.0).to(tl.float32)
+        r = summed_partials(R, NP, srp, row * C + offs, mask)  # NP partials of r (1: r as is)
         r = r.to(s.dtype).to(tl.float32)  # rounded once, as a GEMM rounds its output
         s = (s.to(tl.float32) + r).to(s.dtype)
         tl.store(S_OUT + row * C + offs, s, mask=mask)
@@ -176,11 +180,8 @@ def _silu_mul(GU, OUT, M, NP, sgp, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
     row = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
-    g = tl.zeros([BLOCK], tl.float32)
-    u = tl.zeros([BLOCK], tl.float32)
-    for p in range(NP):  # NP partials of gate/up (1: its output as is)
-        g += tl.load(GU + p * sgp + row * 2 * M + offs, mask=mask, other=0.0).to(tl.float32)
-        u += tl.load(GU + p * sgp + row * 2 * M + M + offs, mask=mask, other=0.0).to(tl.float32)
+    g = summed_partials(GU, NP, sgp, row * 2 * M + offs, mask)  # NP partials of gate/up (1: its output as is)
+    u = summed_partials(GU, NP, sgp, row * 2 * M + M + offs, mask)
     dtype = OUT.dtype.element_ty
     g, u = g.to(dtype).to(tl.float32), u.to(dtype).to(tl.float32)  # rounded once, as a GEMM rounds its output
     act = (g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32)  # F.silu rounds to the input dtype, then * up
@@ -297,7 +298,7 @@ def add_rms_norm(x, r, weight, eps, pdl=False):
 def silu_mul(gu, pdl=False, dtype=None):
     """The kernel behind silu_mul_ref (pdl: kernels.pdl_options): gu (B, 2M), or partials (S, B, 2M) fp32 with
     the output's dtype -> (B, M)."""
-    parts = gu.contiguous() if gu.dim() == 3 else gu.contiguous()[None]
+    parts = (gu if gu.dim() == 3 else gu[None]).contiguous()
     B, M = parts.shape[1], parts.shape[2] // 2
     out = torch.empty(B, M, device=gu.device, dtype=dtype if gu.dim() == 3 else gu.dtype)
     block = 128 if INTERPRET else 1024

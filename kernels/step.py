@@ -42,10 +42,11 @@ PDL_MAX_ROWS = 256
 # one kernel a layer less; the same q, k and v, rounded as rope_cache_write rounds. Off until measured
 # (bench_sample's ours_fold_rope).
 FOLD_ROPE = False
-# SKINNY_GATE_UP: gate/up by kernels/skinny.py too (with PDL and its L2 prefetch), silu_mul summing its partials.
-# Off until measured (bench_sample's ours_skinny_gate_up): without the prefetch cuBLAS's tiles won there.
+# SKINNY_GATE_UP: gate/up by kernels/skinny.py too (with PDL, and its L2 prefetch if kernels.skinny.PREFETCH),
+# silu_mul summing its partials. Off until measured (bench_sample's ours_skinny_gate_up): without the prefetch
+# cuBLAS's tiles won there.
 SKINNY_GATE_UP = False
-FOLDS = ("FOLD_ROPE", "SKINNY_GATE_UP")  # (the switches' names, for the benchmarks that turn them on)
+SWITCHES = ("FOLD_ROPE", "SKINNY_GATE_UP")  # (the switches' names, for the benchmarks that turn them on)
 
 
 def pack_weights(model):
