@@ -13,9 +13,7 @@ How the figures are taken:
   seeded random number, which keeps every row in training, as a hard step of a real run. Random weights also
   almost never emit EOS, so every completion runs to 1,024 tokens. Step 1 pays for compilation and CUDA-graph
   capture; the figures are the mean of steps 2-3, read from metrics.jsonl. `ours_beta0_unfused` is the β = 0 step
-  with q/k/v and gate/up as separate GEMMs in the training pass (model.fused_linear's twin), for the A/B;
-  `ours_beta0_folds` the β = 0 step with the sampler's kernels.step.SWITCHES (FOLD_ROPE, SKINNY_GATE_UP) on,
-  `ours_beta0_prefetch` with its L2 prefetch on (kernels.skinny.PREFETCH, kernels.decode.PREFETCH).
+  with q/k/v and gate/up as separate GEMMs in the training pass (model.fused_linear's twin), for the A/B.
 - Training MFU = 6 * n_params * tokens trained / train time / 989 TFLOP/s (H100/H200 SXM bf16 dense), the formula
   the 18% transformers figure in ../shared/reference used; attention FLOPs are not counted in either.
 - transformers: Qwen2ForCausalLM (sdpa attention), `generate` of 8 x 16 rows (min_new_tokens = 1,024) — eager,
@@ -41,9 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import grpo  # noqa: E402
-import kernels.decode  # noqa: E402
-import kernels.skinny  # noqa: E402
-import kernels.step  # noqa: E402
 import model  # noqa: E402
 from model import ModelConfig, Qwen2  # noqa: E402
 
@@ -71,15 +66,11 @@ def separate_linears(x, linears):
     return torch.cat([lin(x) for lin in linears], dim=-1)
 
 
-def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=False, fused=True, switches={}):
+def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=False, fused=True):
     """Mean figures of steps 2.. of `grpo.py` itself, from its metrics. fused=False: q/k/v and gate/up as separate
-    GEMMs in training (the sampler packs its own copy either way). switches: the sampler's fast-path switches set
-    for this run, {(module, name): value}."""
+    GEMMs in training (the sampler packs its own copy either way)."""
     rng = random.Random(0)
     real, real_linear = grpo.rewards.accuracy_reward, model.fused_linear
-    real_switches = {key: getattr(*key) for key in switches}
-    for (module, name), value in switches.items():
-        setattr(module, name, value)
     if not fused:
         model.fused_linear = separate_linears
     grpo.rewards.accuracy_reward = lambda completion, example, checker=None: rng.random()  # every group: spread
@@ -91,14 +82,11 @@ def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=Fals
         history = grpo.train(config).history
     finally:
         grpo.rewards.accuracy_reward, model.fused_linear = real, real_linear
-        for (module, name), value in real_switches.items():
-            setattr(module, name, value)
     rows = history[1:]  # step 1 compiles kernels and captures CUDA graphs
     mean = lambda k: sum(r[k] for r in rows) / len(rows)
     return {
         "beta": beta, "micro_batch": micro_batch or "auto", "gradient_checkpointing": checkpointing,
         "fused_projections": fused,
-        "sampler_switches": {f"{module.__name__}.{name}": value for (module, name), value in switches.items()},
         "step_s": mean("step_time"), "generation_s": mean("gen_time"), "scoring_s": mean("score_time"),
         "training_s": mean("train_time"), "gen_tok_s": mean("gen_tok_s"), "train_tok_s": mean("train_tok_s"),
         "train_mfu": 6 * n_params * mean("train_tok_s") / PEAK_FLOPS,
@@ -188,18 +176,12 @@ def main():
         n_params = random_checkpoint(Path(tmp) / "ckpt", args.tokenizer_dir)
         res["n_params"] = n_params
         # micro-batch 0 is grpo.py's default, auto: the largest of 16, 8, .. that fits (16 on an 80 GB GPU)
-        folds = {(kernels.step, name): True for name in kernels.step.SWITCHES}
-        prefetch = {(kernels.skinny, "PREFETCH"): True, (kernels.decode, "PREFETCH"): True}
-        for name, beta, mb, fused, switches in (("ours_beta0", 0.0, 0, True, {}), ("ours_beta0.04", 0.04, 0, True, {}),
-                                                ("ours_beta0_mb8", 0.0, 8, True, {}),
-                                                ("ours_beta0_unfused", 0.0, 0, False, {}),
-                                                ("ours_beta0_folds", 0.0, 0, True, folds),
-                                                ("ours_beta0_prefetch", 0.0, 0, True, prefetch)):
+        for name, beta, mb, fused in (("ours_beta0", 0.0, 0, True), ("ours_beta0.04", 0.04, 0, True),
+                                      ("ours_beta0_mb8", 0.0, 8, True), ("ours_beta0_unfused", 0.0, 0, False)):
             if args.only is not None and name not in args.only:
                 continue
             try:
-                res[name] = ours(Path(tmp) / "ckpt", Path(tmp) / name, n_params, beta, mb, fused=fused,
-                                 switches=switches)
+                res[name] = ours(Path(tmp) / "ckpt", Path(tmp) / name, n_params, beta, mb, fused=fused)
             except Exception as e:  # keep the other figures if one configuration fails
                 res[name] = f"{type(e).__name__}: {str(e)[:300]}"
             print(name, res[name], flush=True)

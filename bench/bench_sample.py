@@ -15,11 +15,7 @@ buffers and CUDA graph). first_call_s times one of ours that builds its own step
 
 Two more of ours try kernels/step.py's few-row settings the other way round from the default, at the batches where
 they differ from it: ours_cublas (every projection by cuBLAS, plain launches) and ours_few_rows (q/k/v, o_proj and
-down_proj by kernels/skinny.py's split-K GEMM, programmatic dependent launch). Five more flip switches of the
-default, with their replay time and kernel count: ours_fold_rope (kernels.step.FOLD_ROPE: RoPE + cache write
-inside decode attention, one kernel a layer less), ours_skinny_gate_up (SKINNY_GATE_UP: gate/up by the split-K
-GEMM too), both, ours_prefetch (kernels.skinny.PREFETCH and kernels.decode.PREFETCH on: weights and cache
-prefetched into L2 before PDL's wait) and ours_weight_prefetch (the weights' prefetch alone).
+down_proj by kernels/skinny.py's split-K GEMM, programmatic dependent launch).
 For our default path (Triton kernels + the whole step as one CUDA graph) it also reports:
   - kernels per decode step, and per layer: counted with torch.profiler over eager runs of the step the graph
     captures (a model cut to 1 and 2 layers gives the per-layer count and the count outside the layers);
@@ -43,8 +39,6 @@ from decode_step import DecodeStep  # noqa: E402
 import sample  # noqa: E402
 from sample import generate  # noqa: E402
 import kernels.step as step_kernels  # noqa: E402
-import kernels.skinny as skinny  # noqa: E402
-import kernels.decode as decode  # noqa: E402
 
 QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                   num_attention_heads=14, num_key_value_heads=2, rope_theta=1e6, rms_norm_eps=1e-6,
@@ -156,19 +150,9 @@ def main():
 
     default_rows = step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS
 
-    # the default with some of the fast path's switches the other way round: {(module, name): value}
-    switch_contenders = {"ours_fold_rope": {(step_kernels, "FOLD_ROPE"): True},
-                         "ours_skinny_gate_up": {(step_kernels, "SKINNY_GATE_UP"): True},
-                         "ours_fold_rope_skinny_gate_up": {(step_kernels, n): True for n in step_kernels.SWITCHES},
-                         "ours_prefetch": {(skinny, "PREFETCH"): True, (decode, "PREFETCH"): True},
-                         "ours_weight_prefetch": {(skinny, "PREFETCH"): True}}
-    defaults = {key: getattr(*key) for switches in switch_contenders.values() for key in switches}
-
-    def ours_gen(B, use_kernels, rows=default_rows, keep=True, switches={}):  # rows: (SKINNY_MAX_ROWS, PDL_MAX_ROWS)
+    def ours_gen(B, use_kernels, rows=default_rows, keep=True):  # rows: (SKINNY_MAX_ROWS, PDL_MAX_ROWS)
         ours.use_kernels = use_kernels
         step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS = rows
-        for (module, name), value in {**defaults, **switches}.items():
-            setattr(module, name, value)
         prompts = torch.randint(0, 151000, (B, args.prompt_len)).tolist()
         return generate(ours, prompts, max_new_tokens=N, temperature=1.0, seed=0, keep=keep)
 
@@ -181,7 +165,6 @@ def main():
     contenders = [("ours", lambda B: ours_gen(B, True)), ("ours_plain_graph", lambda B: ours_gen(B, False))]
     contenders += [(name, lambda B, rows=rows: ours_gen(B, True, rows=rows(B)))
                    for name, rows in few_row_contenders.items()]
-    contenders += [(name, lambda B, sw=sw: ours_gen(B, True, switches=sw)) for name, sw in switch_contenders.items()]
     if not args.skip_hf:
         contenders += [("hf_static_compile", lambda B: hf_gen(B, cache_implementation="static"))]
         contenders += [("hf_eager", hf_gen)] if args.hf_eager else []
@@ -206,10 +189,8 @@ def main():
                     r["roofline_tok_s"] = B * bw / r["bytes_per_step"]
                     r["roofline_share"] = r["tok_s"] / r["roofline_tok_s"]
                     r["replay_roofline_share"] = r["bytes_per_step"] / (r["replay_ms"] / 1e3) / bw
-                if name in few_row_contenders or name in switch_contenders:  # (ours_gen left its settings)
+                if name in few_row_contenders:  # (ours_gen left its settings)
                     r["replay_ms"] = replay_seconds(ours, B, args.prompt_len, N) * 1e3
-                if name in switch_contenders:
-                    r["kernels_per_step"], r["kernels_per_layer"] = kernels_per_step(ours, B, args.prompt_len)
             except Exception as e:  # a baseline that fails is reported, not fatal
                 r = dict(error=f"{type(e).__name__}: {str(e)[:300]}")
             sample.release()  # (the kept decode step of this shape)

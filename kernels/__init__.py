@@ -47,8 +47,6 @@ def stacked_linear(linears):
 def pdl_options(device, pdl):
     """The decode kernels' USE_GDC switch and launch option. pdl=True asks for programmatic dependent launch
     (Hopper and later; ignored elsewhere): the kernel may start while the kernel before it finishes, and waits
-    (gdc_wait) before it reads anything that kernel writes. It starts only once every program of that kernel has
-    passed its own wait, so whatever was written two kernels back or earlier (weights, the cache's old slots, the
-    step's slot) may be read, or prefetched into L2, before the wait. Asked at call time, never at import."""
+    (gdc_wait) before it reads anything, so only launch and set-up overlap. Asked at call time, never at import."""
     on = pdl and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
     return dict(USE_GDC=True, launch_pdl=True) if on else dict(USE_GDC=False)

@@ -15,12 +15,6 @@ kernel's job is to keep HBM busy. Two ideas do that:
         o = sum_s w_s o_s / sum_s w_s,   w_s = exp(lse_s - max_s lse_s)
      A chunk that holds no valid key has lse_s = -inf and weight 0 (and stores no o_s). With one chunk (enough
      rows to fill the GPU, or a short cache) the split kernel writes the output itself and the combine is skipped.
-rope_decode_attention folds the step's previous kernel (kernels/fused.py: rope_cache_write) into this one: each
-program sums its G query heads' projection partials, rotates them, and the program whose chunk holds the new
-slot also rotates and writes that slot's k and v (a barrier, then its own loop reads them back; no other program
-reads that slot). The rounding is rope_cache_write's: in the interpreter the cache gets the same bits.
-With PREFETCH (off until measured) and programmatic dependent launch, each program first asks for its keys and
-values to be brought into L2, so that their reads start while the kernel before it ends.
 Nothing here reads lengths on the host (no .item()), so a decode step stays capturable in a CUDA graph; chunks are
 cut from the cache size S, and chunks past a row's length end at once.
 
@@ -37,10 +31,9 @@ import triton.language as tl
 
 from kernels.attention import LOG2E
 from kernels import pdl_options
-from kernels.fused import pdl_wait, prefetch_l2, summed_partials
+from kernels.fused import pdl_wait
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-PREFETCH = False  # with PDL: each program's keys and values into L2 before it waits (kernels/skinny.py's PREFETCH)
 
 
 def decode_attention_ref(q, k_cache, v_cache, lengths, start=None, num_splits=None):
@@ -66,45 +59,16 @@ def _configs():
             for n, w, s in ((64, 4, 3), (64, 4, 4), (128, 4, 3))]
 
 
-@triton.jit
-def _projected(QKV, BIAS, NP, sxp, base, cols, mask, HAS_BIAS: tl.constexpr):
-    """Columns `cols` of one row's q/k/v projection, fp32: its NP partials summed (+ bias), rounded once to the
-    cache's dtype as a GEMM rounds its output (as kernels/fused.py's rope_cache_write reads them)."""
-    x = summed_partials(QKV, NP, sxp, base + cols, mask)
-    if HAS_BIAS:
-        x += tl.load(BIAS + cols, mask=mask, other=0.0).to(tl.float32)
-    return x
-
-
-@triton.jit
-def _rotated(QKV, BIAS, NP, sxp, base, head_cols, offs_d, cos, sin, mask, dtype, D: tl.constexpr,
-             HAS_BIAS: tl.constexpr):
-    """RoPE of projected heads (head_cols: each head's first column, any shape [..., 1]): with x1, x2 the two
-    halves, (x1 cos - x2 sin, x2 cos + x1 sin) over the full width at once, the partner of column d being
-    d +- D/2 -> rounded to dtype, as rope_cache_write computes it."""
-    HALF: tl.constexpr = D // 2
-    x = _projected(QKV, BIAS, NP, sxp, base, head_cols + offs_d, mask, HAS_BIAS).to(dtype).to(tl.float32)
-    partner = _projected(QKV, BIAS, NP, sxp, base, head_cols + (offs_d + HALF) % D, mask, HAS_BIAS)
-    partner = tl.where(offs_d < HALF, -1.0, 1.0) * partner.to(dtype).to(tl.float32)
-    return (x * cos + partner * sin).to(dtype)
-
-
-@triton.autotune(configs=_configs(), key=["S", "CHUNK", "D", "G_PAD", "ROPE"])
+@triton.autotune(configs=_configs(), key=["S", "CHUNK", "D", "G_PAD"])
 @triton.jit
 def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, skb, skh, sks, svb, svh, svs,
-                  s_len, s_start, KH, G, S, CHUNK, NS, QKV, BIAS, INV_FREQ, SLOT, NP, sxp, sxb, H,
-                  D: tl.constexpr, G_PAD: tl.constexpr, HAS_START: tl.constexpr, BLOCK_N: tl.constexpr,
-                  DIRECT: tl.constexpr, ROPE: tl.constexpr, HAS_BIAS: tl.constexpr, PREFETCH: tl.constexpr,
-                  LINES: tl.constexpr, USE_GDC: tl.constexpr):
-    if not PREFETCH:
-        pdl_wait(USE_GDC)  # (with PREFETCH: below, after the prefetch)
+                  s_len, s_start, KH, G, S, CHUNK, NS, D: tl.constexpr, G_PAD: tl.constexpr,
+                  HAS_START: tl.constexpr, BLOCK_N: tl.constexpr, DIRECT: tl.constexpr, USE_GDC: tl.constexpr):
+    pdl_wait(USE_GDC)
     bk = tl.program_id(0)
     split = tl.program_id(1)
     b, kh = bk // KH, bk % KH
-    if ROPE:  # the new token's slot is the last valid key (LEN is not read: no lengths tensor to compute)
-        length = tl.load(SLOT).to(tl.int32) + 1
-    else:
-        length = tl.load(LEN + b * s_len).to(tl.int32)
+    length = tl.load(LEN + b * s_len).to(tl.int32)
     lo = split * CHUNK
     if HAS_START:
         lo = tl.maximum(lo, tl.load(START + b * s_start).to(tl.int32))
@@ -113,38 +77,9 @@ def _decode_split(Q, Kc, Vc, LEN, START, O_PART, LSE_PART, sm_scale, sqb, sqh, s
     offs_d = tl.arange(0, D)
     offs_nb = tl.arange(0, BLOCK_N)
     heads = kh * G + offs_g  # the query heads that share kv head kh; rows >= G are padding (zeros)
+    q = tl.load(Q + b * sqb + heads[:, None] * sqh + offs_d[None, :], mask=offs_g[:, None] < G, other=0.0)
     Kh = Kc + b * skb + kh * skh
     Vh = Vc + b * svb + kh * svh
-    # Before the wait (kernels.pdl_options): the slot, lengths and starts were written before the step's layers; the
-    # cache lines go to L2, where the kernel before (which may write the new slot) writes too, so the loads after
-    # the wait see its values.
-    if PREFETCH:
-        for n0 in range(lo, hi, 64):
-            slots = n0 + tl.arange(0, 64)
-            at = tl.where(slots < hi, slots, lo)[:, None]
-            line = tl.arange(0, LINES)[None, :] * (D // LINES)
-            prefetch_l2(Kh + at * sks + line)
-            prefetch_l2(Vh + at * svs + line)
-        pdl_wait(USE_GDC)
-    if ROPE:  # q, k, v from the projection (rope_cache_write's work): q rotated here, the new k/v written first
-        slot = length - 1
-        pos = slot
-        if HAS_START:
-            pos = tl.maximum(slot - tl.load(START + b * s_start), 0)
-        ang = pos.to(tl.float32) * tl.load(INV_FREQ + offs_d % (D // 2))  # (D,): each half its own angles
-        cos, sin = tl.cos(ang), tl.sin(ang)
-        dtype = Kc.dtype.element_ty
-        q = _rotated(QKV, BIAS, NP, sxp, b * sxb, heads[:, None] * D, offs_d[None, :], cos[None, :], sin[None, :],
-                     offs_g[:, None] < G, dtype, D, HAS_BIAS)  # (G_PAD, D)
-        if (slot >= split * CHUNK) & (slot < (split + 1) * CHUNK):  # one program per (row, kv head) writes
-            k_new = _rotated(QKV, BIAS, NP, sxp, b * sxb, (H + kh) * D, offs_d, cos, sin, offs_d < D, dtype, D,
-                             HAS_BIAS)
-            v_new = _projected(QKV, BIAS, NP, sxp, b * sxb, (H + KH + kh) * D + offs_d, offs_d < D, HAS_BIAS)
-            tl.store(Kh + slot * sks + offs_d, k_new)
-            tl.store(Vh + slot * svs + offs_d, v_new.to(dtype))
-        tl.debug_barrier()  # the writes above are read back by this program's loop (no other program reads them)
-    else:
-        q = tl.load(Q + b * sqb + heads[:, None] * sqh + offs_d[None, :], mask=offs_g[:, None] < G, other=0.0)
     qk_scale = sm_scale * LOG2E  # base-2 softmax
     m_i = tl.full([G_PAD], -1.0e30, tl.float32)
     l_i = tl.zeros([G_PAD], tl.float32)
@@ -216,62 +151,24 @@ def decode_attention(q, k_cache, v_cache, lengths, start=None, num_splits=None, 
     if H % K or k_cache.shape != v_cache.shape or k_cache.shape[0] != B or k_cache.shape[3] != D:
         raise ValueError(f"decode_attention: q {tuple(q.shape)}, cache {tuple(k_cache.shape)}: need (B, H, D) and "
                          "(B, K, S, D) with H a multiple of K")
-    q = q if q.stride(-1) == 1 else q.contiguous()
-    return _attend(q, None, k_cache, v_cache, lengths, start, H, num_splits, pdl)
-
-
-def rope_decode_attention_ref(qkv, inv_freq, k_cache, v_cache, slot, start, H, bias=None):
-    """The twin of rope_decode_attention: kernels/fused.py's rope_cache_write_ref, then decode_attention_ref."""
-    from kernels.fused import rope_cache_write_ref
-    q = rope_cache_write_ref(qkv, inv_freq, k_cache, v_cache, slot, start, H, k_cache.shape[1], bias)
-    return decode_attention_ref(q, k_cache, v_cache, (slot + 1).expand(q.shape[0]), start)
-
-
-def rope_decode_attention(qkv, inv_freq, k_cache, v_cache, slot, start, H, bias=None, num_splits=None, pdl=False):
-    """rope_cache_write then decode_attention over keys start[b] <= j <= slot, as one kernel (one launch a layer
-    less): qkv (B, (H+2K)D) bf16, or its split-K partials (NP, B, (H+2K)D) fp32 with the projection's bias; slot
-    (1,) the cache slot of the new token; the new k and v are written there -> (B, H, D) in the cache's dtype."""
-    parts = qkv if qkv.dim() == 3 else qkv[None]  # (NP, B, W)
-    _, B, width = parts.shape
-    _, K, S, D = k_cache.shape
-    if width != (H + 2 * K) * D or H % K or parts.stride(2) != 1 or k_cache.shape != v_cache.shape or \
-            k_cache.shape[0] != B or (bias is not None and qkv.dim() != 3):
-        raise ValueError(f"rope_decode_attention: qkv {tuple(qkv.shape)} and cache {tuple(k_cache.shape)} do not "
-                         f"fit H={H} heads (a bias goes with partials only)")
-    rope = (parts, bias, inv_freq, slot)
-    return _attend(None, rope, k_cache, v_cache, slot.expand(B), start, H, num_splits, pdl)  # (lengths: unread)
-
-
-def _attend(q, rope, k_cache, v_cache, lengths, start, H, num_splits, pdl):
-    """Launch the split kernel (+ the combine when there are several chunks). q (B, H, D), or None with rope =
-    (qkv partials (NP, B, W), bias or None, inv_freq, slot): then the kernel computes q and writes k/v itself."""
-    B, K, S, D = k_cache.shape
-    k_cache, v_cache = (x if x.stride(-1) == 1 else x.contiguous() for x in (k_cache, v_cache))
-    dev, dtype = k_cache.device, (q if q is not None else k_cache).dtype
-    ns = num_splits or default_num_splits(B, K, S, dev)
+    q, k_cache, v_cache = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k_cache, v_cache))
+    ns = num_splits or default_num_splits(B, K, S, q.device)
     chunk = triton.cdiv(S, ns)
     G = H // K
     has_start = start is not None
     st = start if has_start else lengths
-    out = torch.empty(B, H, D, device=dev, dtype=dtype)
+    out = torch.empty(B, H, D, device=q.device, dtype=q.dtype)
     direct = ns == 1  # one chunk: the split kernel writes the output, no partials and no combine kernel
-    o_part = out if direct else torch.empty(B, H, ns, D, device=dev, dtype=torch.float32)
-    lse_part = out if direct else torch.empty(B, H, ns, device=dev, dtype=torch.float32)
-    parts, bias, inv_freq, slot = rope if rope is not None else (k_cache[None, :, 0, 0], None, lengths, lengths)
-    q_args = (q.stride(0), q.stride(1)) if q is not None else (0, 0)
-    launch = pdl_options(dev, pdl)
-    prefetch = PREFETCH and launch["USE_GDC"] and not INTERPRET  # (no inline PTX in the interpreter)
-    _decode_split[(B * K, ns)](q if q is not None else out, k_cache, v_cache, lengths, st, o_part, lse_part,
-                               1.0 / math.sqrt(D), *q_args, *k_cache.stride()[:3], *v_cache.stride()[:3],
-                               lengths.stride(0), st.stride(0), K, G, S, chunk, ns,
-                               parts, bias if bias is not None else parts, inv_freq, slot, parts.shape[0],
-                               parts.stride(0), parts.stride(1), H, D=D, G_PAD=max(16, triton.next_power_of_2(G)),
-                               HAS_START=has_start, DIRECT=direct, ROPE=rope is not None,
-                               HAS_BIAS=bias is not None, PREFETCH=prefetch,
-                               LINES=max(1, D * k_cache.element_size() // 128), **launch)
+    o_part = out if direct else torch.empty(B, H, ns, D, device=q.device, dtype=torch.float32)
+    lse_part = out if direct else torch.empty(B, H, ns, device=q.device, dtype=torch.float32)
+    _decode_split[(B * K, ns)](q, k_cache, v_cache, lengths, st, o_part, lse_part, 1.0 / math.sqrt(D),
+                               q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3],
+                               lengths.stride(0), st.stride(0), K, G, S, chunk, ns, D=D,
+                               G_PAD=max(16, triton.next_power_of_2(G)), HAS_START=has_start, DIRECT=direct,
+                               **pdl_options(q.device, pdl))
     if not direct:
         _decode_combine[(B * H,)](o_part, lse_part, out, ns, D=D, NS_PAD=triton.next_power_of_2(ns),
-                                  **pdl_options(dev, pdl))
+                                  **pdl_options(q.device, pdl))
     return out
 
 

@@ -73,11 +73,8 @@ def add_rms_norm_ref(x, r, weight, eps):
     return weight * h.to(s.dtype), s
 
 
-def silu_mul_ref(gu, dtype=None):
-    """gu (B, 2M) = [gate | up] -> silu(gate) * up (B, M). Or gu's split-K partials (S, B, 2M) fp32: their sum
-    rounded to dtype first, as a GEMM rounds its output."""
-    if gu.dim() == 3:
-        gu = gu.sum(0).to(dtype)
+def silu_mul_ref(gu):
+    """gu (B, 2M) = [gate | up] -> silu(gate) * up (B, M)."""
     gate, up = gu.chunk(2, dim=-1)
     return F.silu(gate) * up
 
@@ -109,15 +106,6 @@ def summed_partials(X, NP, sxp, offs, mask):
     for p in range(NP):
         x += tl.load(X + p * sxp + offs, mask=mask, other=0.0).to(tl.float32)
     return x
-
-
-@triton.jit
-def prefetch_l2(ptrs):
-    """Ask for the cache lines at ptrs (any shape) to be brought into L2, waiting for nothing and filling no
-    register: a kernel launched with PDL calls it before pdl_wait for what the kernel before it does not write (its
-    weights), so that those reads overlap that kernel's end. A hint: the values the kernel loads are the same."""
-    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
-                              is_pure=False, pack=1)
 
 
 @triton.jit
@@ -175,17 +163,16 @@ def _add_rms_norm(X, R, W, H_OUT, S_OUT, C, NP, srp, eps, HAS_R: tl.constexpr, B
 
 
 @triton.jit
-def _silu_mul(GU, OUT, M, NP, sgp, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
+def _silu_mul(GU, OUT, M, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
     pdl_wait(USE_GDC)
     row = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
-    g = summed_partials(GU, NP, sgp, row * 2 * M + offs, mask)  # NP partials of gate/up (1: its output as is)
-    u = summed_partials(GU, NP, sgp, row * 2 * M + M + offs, mask)
-    dtype = OUT.dtype.element_ty
-    g, u = g.to(dtype).to(tl.float32), u.to(dtype).to(tl.float32)  # rounded once, as a GEMM rounds its output
-    act = (g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32)  # F.silu rounds to the input dtype, then * up
-    tl.store(OUT + row * M + offs, (act * u).to(dtype), mask=mask)
+    g = tl.load(GU + row * 2 * M + offs, mask=mask, other=0.0)
+    u = tl.load(GU + row * 2 * M + M + offs, mask=mask, other=0.0).to(tl.float32)
+    gf = g.to(tl.float32)
+    act = (gf / (1.0 + tl.exp(-gf))).to(g.dtype).to(tl.float32)  # F.silu rounds to the input dtype, then * up
+    tl.store(OUT + row * M + offs, (act * u).to(OUT.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -295,15 +282,13 @@ def add_rms_norm(x, r, weight, eps, pdl=False):
     return h, s
 
 
-def silu_mul(gu, pdl=False, dtype=None):
-    """The kernel behind silu_mul_ref (pdl: kernels.pdl_options): gu (B, 2M), or partials (S, B, 2M) fp32 with
-    the output's dtype -> (B, M)."""
-    parts = (gu if gu.dim() == 3 else gu[None]).contiguous()
-    B, M = parts.shape[1], parts.shape[2] // 2
-    out = torch.empty(B, M, device=gu.device, dtype=dtype if gu.dim() == 3 else gu.dtype)
+def silu_mul(gu, pdl=False):
+    """The kernel behind silu_mul_ref (pdl: kernels.pdl_options): gu (B, 2M) contiguous -> (B, M)."""
+    B, M = gu.shape[0], gu.shape[1] // 2
+    gu = gu.contiguous()
+    out = torch.empty(B, M, device=gu.device, dtype=gu.dtype)
     block = 128 if INTERPRET else 1024
-    _silu_mul[(B, triton.cdiv(M, block))](parts, out, M, parts.shape[0], parts.stride(0), BLOCK=block,
-                                          **pdl_options(gu.device, pdl))
+    _silu_mul[(B, triton.cdiv(M, block))](gu, out, M, BLOCK=block, **pdl_options(gu.device, pdl))
     return out
 
 

@@ -11,10 +11,6 @@ the kernel that reads the projection next sums them as it loads them (kernels/fu
 bias too, add_rms_norm the residual), so split-K costs no extra kernel and no extra rounding (the sum is rounded
 once to the weights' dtype, as a GEMM rounds its output).
 
-With PREFETCH (off until measured) and programmatic dependent launch, each program first asks for its weight tile
-to be brought into L2 (kernels/fused.py: prefetch_l2), then waits for the kernel before it, whose output x is: that
-kernel does not write the weights, so their reads can overlap its end instead of following it.
-
 Measured (docs/bench/skinny_gemm_sweep_h200_2026-12-03.json): 3.8 / 3.3 / 5.6 us at B = 64 for the three. At
 B = 256 it only ties cuBLAS, and gate/up (9,728 outputs: enough tiles) stays cuBLAS's at every B.
 Shapes: B rows, N outputs, K inputs (the reduction), S splits.
@@ -27,12 +23,9 @@ import triton
 import triton.language as tl
 
 from kernels import pdl_options
-from kernels.fused import pdl_wait, prefetch_l2
+from kernels.fused import pdl_wait
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-# PREFETCH, with PDL: each program's weights into L2 before it waits. Off until measured on a GPU (bench_sample's
-# ours_prefetch): compiled for sm_90 (2026-12-07) but not yet run on one.
-PREFETCH = False
 
 
 def skinny_linear_ref(x, weight):
@@ -43,20 +36,14 @@ def skinny_linear_ref(x, weight):
 
 @triton.jit
 def _skinny_linear(X, W, OUT, B, N, K, sxb, swn, CHUNK, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr,
-                   USE_GDC: tl.constexpr):
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr):
+    pdl_wait(USE_GDC)
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     split = tl.program_id(2)  # this program's columns: split * CHUNK .. (split + 1) * CHUNK
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rows, outs = offs_m < B, offs_n < N
-    if PREFETCH:  # the weight tile, one address per cache line of LINE elements (out-of-range ones: row 0's)
-        n_safe = tl.where(outs, offs_n, 0)
-        for k0 in range(split * CHUNK, tl.minimum((split + 1) * CHUNK, K), LINE * 4):
-            cols = k0 + tl.arange(0, 4) * LINE
-            prefetch_l2(W + n_safe[:, None] * swn + tl.where(cols < K, cols, 0)[None, :])
-    pdl_wait(USE_GDC)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for k0 in range(split * CHUNK, (split + 1) * CHUNK, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -92,11 +79,9 @@ def skinny_linear(x, weight, splits=None, pdl=False):
     chunk = triton.cdiv(triton.cdiv(K, splits), block_k) * block_k
     out = torch.empty(splits, B, N, device=x.device, dtype=torch.float32)
     grid = (triton.cdiv(N, block_n), triton.cdiv(B, block_m), splits)
-    launch = pdl_options(x.device, pdl)
-    prefetch = PREFETCH and launch["USE_GDC"] and not INTERPRET  # (no inline PTX in the interpreter)
     _skinny_linear[grid](x, weight, out, B, N, K, x.stride(0), weight.stride(0), chunk,
-                         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch,
-                         LINE=128 // weight.element_size(), num_warps=4, num_stages=stages, **launch)
+                         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+                         num_warps=4, num_stages=stages, **pdl_options(x.device, pdl))
     return out
 
 

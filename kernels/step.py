@@ -1,7 +1,7 @@
 """
 The decode step on the fast path: one new token per row through every layer in nine kernels per layer (ten where
 decode attention splits the cache into chunks and combines them, at few rows or long caches; more where cuBLAS
-runs a projection with its own split-K reduce, above SKINNY_MAX_ROWS; one less with FOLD_ROPE).
+runs a projection with its own split-K reduce, above SKINNY_MAX_ROWS).
 
 Per layer, with the residual add of each sublayer folded into the norm that follows it:
     [add +] RMSNorm  -> q/k/v as one GEMM (bias in its epilogue) -> RoPE + KV-cache write -> decode attention
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels import stacked_linear
-from kernels.decode import decode_attention, rope_decode_attention
+from kernels.decode import decode_attention
 from kernels.fused import add_rms_norm, rope_cache_write, sample_race, silu_mul
 from kernels.skinny import skinny_linear
 
@@ -38,15 +38,6 @@ from kernels.skinny import skinny_linear
 # were not measured, hence the bound. bench/bench_sample.py measures the step with and without them at every batch.
 SKINNY_MAX_ROWS = 256
 PDL_MAX_ROWS = 256
-# FOLD_ROPE: RoPE and the KV-cache write run inside decode attention (kernels/decode.py: rope_decode_attention),
-# one kernel a layer less; the same q, k and v, rounded as rope_cache_write rounds. Off until measured
-# (bench_sample's ours_fold_rope).
-FOLD_ROPE = False
-# SKINNY_GATE_UP: gate/up by kernels/skinny.py too (with PDL, and its L2 prefetch if kernels.skinny.PREFETCH),
-# silu_mul summing its partials. Off until measured (bench_sample's ours_skinny_gate_up): without the prefetch
-# cuBLAS's tiles won there.
-SKINNY_GATE_UP = False
-SWITCHES = ("FOLD_ROPE", "SKINNY_GATE_UP")  # (the switches' names, for the benchmarks that turn them on)
 
 
 def pack_weights(model):
@@ -85,16 +76,12 @@ def decode_hidden(model, packed, freqs, tok, slot, start, cache):
     for i, layer in enumerate(layers):
         w_qkv, b_qkv, w_gu = packed[i]
         qkv, bias = (project(h, w_qkv), b_qkv) if few else (F.linear(h, w_qkv, b_qkv), None)  # bias: rope_cache_write's
-        if FOLD_ROPE:
-            y = rope_decode_attention(qkv, freqs, cache.k[i], cache.v[i], slot, start, H, bias, pdl=pdl)
-        else:
-            q = rope_cache_write(qkv, freqs, cache.k[i], cache.v[i], slot, start, H, K, bias, pdl)  # (N, H, D)
-            y = decode_attention(q, cache.k[i], cache.v[i], lengths, start, pdl=pdl)
-        y = y.view(-1, H * D)  # (N, H D)
+        q = rope_cache_write(qkv, freqs, cache.k[i], cache.v[i], slot, start, H, K, bias, pdl)  # (N, H, D)
+        y = decode_attention(q, cache.k[i], cache.v[i], lengths, start, pdl=pdl).view(-1, H * D)  # (N, H D)
         h, x = add_rms_norm(x, project(y, layer.self_attn.o_proj.weight), layer.post_attention_layernorm.weight,
                             eps, pdl)
-        gu = project(h, w_gu) if SKINNY_GATE_UP else F.linear(h, w_gu)  # gate/up (N, 2M) or its partials
-        mlp = project(silu_mul(gu, pdl, h.dtype), layer.mlp.down_proj.weight)
+        gu = F.linear(h, w_gu)  # gate/up (N, 2M): cuBLAS (the split-K GEMM lost there, README "Sampling speed")
+        mlp = project(silu_mul(gu, pdl), layer.mlp.down_proj.weight)
         norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.model.norm
         h, x = add_rms_norm(x, mlp, norm.weight, eps, pdl)
     return h
