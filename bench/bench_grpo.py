@@ -13,7 +13,8 @@ How the figures are taken:
   seeded random number, which keeps every row in training, as a hard step of a real run. Random weights also
   almost never emit EOS, so every completion runs to 1,024 tokens. Step 1 pays for compilation and CUDA-graph
   capture; the figures are the mean of steps 2-3, read from metrics.jsonl. `ours_beta0_unfused` is the β = 0 step
-  with q/k/v and gate/up as separate GEMMs in the training pass (model.fused_linear's twin), for the A/B.
+  with q/k/v and gate/up as separate GEMMs in the training pass (model.fused_linear's twin), for the A/B;
+  `ours_beta0_blocks` with each decoder layer compiled whole in training (compiled_blocks).
 - Training MFU = 6 * n_params * tokens trained / train time / 989 TFLOP/s (H100/H200 SXM bf16 dense), the formula
   the 18% transformers figure in ../shared/reference used; attention FLOPs are not counted in either.
 - transformers: Qwen2ForCausalLM (sdpa attention), `generate` of 8 x 16 rows (min_new_tokens = 1,024) — eager,
@@ -66,13 +67,31 @@ def separate_linears(x, linears):
     return torch.cat([lin(x) for lin in linears], dim=-1)
 
 
-def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=False, fused=True):
+def compiled_blocks():
+    """model.Block.forward with each training call (gradients on, no cache) run as one torch.compile'd function,
+    split only at the Triton attention (which runs outside compile); sampling and scoring calls as they are. The
+    whole-block compile of docs/bench/grpo_fusion_experiment_h100_2026-11-23.json, for the A/B against model.py's
+    compiled elementwise twins."""
+    plain = model.Block.forward
+    whole = model.strict_compile(plain, dynamic=True)
+
+    def forward(self, x, cos, sin, start, cu_seqlens, cache, slots, layer, use_kernels):
+        if cache is None and torch.is_grad_enabled():  # (layer only indexes the cache: 0, one compile for all)
+            return whole(self, x, cos, sin, start, cu_seqlens, None, None, 0, use_kernels)
+        return plain(self, x, cos, sin, start, cu_seqlens, cache, slots, layer, use_kernels)
+    return forward
+
+
+def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=False, fused=True, blocks=False):
     """Mean figures of steps 2.. of `grpo.py` itself, from its metrics. fused=False: q/k/v and gate/up as separate
-    GEMMs in training (the sampler packs its own copy either way)."""
+    GEMMs in training (the sampler packs its own copy either way). blocks: each decoder layer compiled whole in
+    training (compiled_blocks)."""
     rng = random.Random(0)
-    real, real_linear = grpo.rewards.accuracy_reward, model.fused_linear
+    real, real_linear, real_block = grpo.rewards.accuracy_reward, model.fused_linear, model.Block.forward
     if not fused:
         model.fused_linear = separate_linears
+    if blocks:
+        model.Block.forward = compiled_blocks()
     grpo.rewards.accuracy_reward = lambda completion, example, checker=None: rng.random()  # every group: spread
     try:
         config = grpo.GRPOConfig(model=str(ckpt), task="countdown", num_prompts=P, num_generations=G,
@@ -81,12 +100,12 @@ def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=Fals
                                  gradient_checkpointing=checkpointing)
         history = grpo.train(config).history
     finally:
-        grpo.rewards.accuracy_reward, model.fused_linear = real, real_linear
+        grpo.rewards.accuracy_reward, model.fused_linear, model.Block.forward = real, real_linear, real_block
     rows = history[1:]  # step 1 compiles kernels and captures CUDA graphs
     mean = lambda k: sum(r[k] for r in rows) / len(rows)
     return {
         "beta": beta, "micro_batch": micro_batch or "auto", "gradient_checkpointing": checkpointing,
-        "fused_projections": fused,
+        "fused_projections": fused, "compiled_blocks": blocks,
         "step_s": mean("step_time"), "generation_s": mean("gen_time"), "scoring_s": mean("score_time"),
         "training_s": mean("train_time"), "gen_tok_s": mean("gen_tok_s"), "train_tok_s": mean("train_tok_s"),
         "train_mfu": 6 * n_params * mean("train_tok_s") / PEAK_FLOPS,
@@ -176,12 +195,15 @@ def main():
         n_params = random_checkpoint(Path(tmp) / "ckpt", args.tokenizer_dir)
         res["n_params"] = n_params
         # micro-batch 0 is grpo.py's default, auto: the largest of 16, 8, .. that fits (16 on an 80 GB GPU)
-        for name, beta, mb, fused in (("ours_beta0", 0.0, 0, True), ("ours_beta0.04", 0.04, 0, True),
-                                      ("ours_beta0_mb8", 0.0, 8, True), ("ours_beta0_unfused", 0.0, 0, False)):
+        for name, beta, mb, fused, blocks in (("ours_beta0", 0.0, 0, True, False),
+                                              ("ours_beta0.04", 0.04, 0, True, False),
+                                              ("ours_beta0_mb8", 0.0, 8, True, False),
+                                              ("ours_beta0_unfused", 0.0, 0, False, False),
+                                              ("ours_beta0_blocks", 0.0, 0, True, True)):
             if args.only is not None and name not in args.only:
                 continue
             try:
-                res[name] = ours(Path(tmp) / "ckpt", Path(tmp) / name, n_params, beta, mb, fused=fused)
+                res[name] = ours(Path(tmp) / "ckpt", Path(tmp) / name, n_params, beta, mb, fused=fused, blocks=blocks)
             except Exception as e:  # keep the other figures if one configuration fails
                 res[name] = f"{type(e).__name__}: {str(e)[:300]}"
             print(name, res[name], flush=True)
