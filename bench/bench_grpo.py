@@ -71,7 +71,10 @@ def compiled_blocks():
     """model.Block.forward with each training call (gradients on, no cache) run as one torch.compile'd function,
     split only at the Triton attention (which runs outside compile); sampling and scoring calls as they are. The
     whole-block compile of docs/bench/grpo_fusion_experiment_h100_2026-11-23.json, for the A/B against model.py's
-    compiled elementwise twins."""
+    compiled elementwise twins. Inductor cannot compile the autotuned Triton attention kernel (model.py's decode kernel
+    is kept out of compile for the same reason), so kernels.attention.attention is wrapped in compiler.disable."""
+    import kernels.attention
+    kernels.attention.attention = torch.compiler.disable(kernels.attention.attention)
     plain = model.Block.forward
     whole = model.strict_compile(plain, dynamic=True)
 
@@ -87,7 +90,9 @@ def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=Fals
     GEMMs in training (the sampler packs its own copy either way). blocks: each decoder layer compiled whole in
     training (compiled_blocks)."""
     rng = random.Random(0)
-    real, real_linear, real_block = grpo.rewards.accuracy_reward, model.fused_linear, model.Block.forward
+    import kernels.attention as attn
+    real, real_linear, real_block, real_attn = (grpo.rewards.accuracy_reward, model.fused_linear,
+                                                model.Block.forward, attn.attention)
     if not fused:
         model.fused_linear = separate_linears
     if blocks:
@@ -101,6 +106,7 @@ def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=Fals
         history = grpo.train(config).history
     finally:
         grpo.rewards.accuracy_reward, model.fused_linear, model.Block.forward = real, real_linear, real_block
+        attn.attention = real_attn
     rows = history[1:]  # step 1 compiles kernels and captures CUDA graphs
     mean = lambda k: sum(r[k] for r in rows) / len(rows)
     return {
