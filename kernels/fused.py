@@ -19,9 +19,9 @@ does in four to eight:
   4. sample_race: temperature sampling by the exponential race on raw logits, token = argmax_v (z_v / T - log E_v)
      (= argmax p_v / E_v, E ~ Exp(1)), and the token's log-prob z_tok / T - logsumexp(z / T), in one pass over the
      vocabulary (online max and sum, as in a softmax kernel, in chunks combined exactly). The noise E is drawn in
-     the kernel (Philox, counter (column, row, step), key a seed drawn once per generate call from torch's
-     generator): reading a noise tensor from memory took as long as the race itself. race_noise writes the same
-     E for the twin. sample.sample_token stays the readable path (and the one with top-k/p).
+     the kernel (Philox, counter (column // 4, row, step), four columns a draw; key a seed drawn once per generate
+     call from torch's generator): reading a noise tensor from memory took as long as the race itself. race_noise
+     writes the same E for the twin. sample.sample_token stays the readable path (and the one with top-k/p).
 
 Shapes: B rows, H query heads, K kv heads, D head dim, S cache slots, C hidden, M MLP width, V vocab.
 None of these has a backward: they serve generation only (no_grad); training keeps model.py's fused twins.
@@ -176,20 +176,24 @@ def _silu_mul(GU, OUT, M, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
 
 
 @triton.jit
-def _exp_noise(seed, step, row, cols):
-    """Exp(1) noise E (fp32) of columns `cols` of one row at one decode step: Philox 4x32 with the counter
-    (column, row, step, 0) and the key `seed` (64 bits), its first word as a uniform u in [0, 1), E = -log u."""
-    c = cols.to(tl.uint32)
-    zero = tl.zeros_like(c)
-    r, _, _, _ = tl.philox(seed, c, zero + row.to(tl.uint32), zero + step.to(tl.uint32), zero)
+def _exp_noise(seed, step, row, v0, BLOCK_V: tl.constexpr):
+    """Exp(1) noise E (fp32) of columns v0 .. v0 + BLOCK_V - 1 of one row at one decode step (v0 a multiple of 4):
+    Philox 4x32 keyed by `seed` (64 bits) gives four words per counter (column // 4, row, step, 0), the uniforms u
+    in [0, 1) of four neighbouring columns in order; E = -log u. (One Philox per column, keeping one word, made the
+    noise the sampling kernel's main cost: ten rounds of multiplies per column against one read of its logit.)"""
+    quad = (v0 // 4 + tl.arange(0, BLOCK_V // 4)).to(tl.uint32)
+    zero = tl.zeros_like(quad)
+    r0, r1, r2, r3 = tl.philox(seed, quad, zero + row.to(tl.uint32), zero + step.to(tl.uint32), zero)
+    r = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), [BLOCK_V])  # column 4q + j: word j of counter q
     return -tl.log(tl.random.uint_to_uniform_float(r))
 
 
 @triton.jit
 def _race_noise(SEED, STEP, E, V, BLOCK_V: tl.constexpr):
     row = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
-    e = _exp_noise(tl.load(SEED), tl.load(STEP), row, cols)
+    v0 = tl.program_id(1) * BLOCK_V
+    cols = v0 + tl.arange(0, BLOCK_V)
+    e = _exp_noise(tl.load(SEED), tl.load(STEP), row, v0, BLOCK_V)
     tl.store(E + row.to(tl.int64) * V + cols, e, mask=cols < V)
 
 
@@ -209,7 +213,7 @@ def _race_partial(Z, SEED, STEP, M_OUT, L_OUT, BEST_OUT, ARG_OUT, V, NS, inv_tem
         cols = v0 + offs
         mask = cols < V
         z = tl.load(Z + row.to(tl.int64) * V + cols, mask=mask, other=float("-inf")).to(tl.float32) * inv_temp
-        e = _exp_noise(seed, step, row, cols)
+        e = _exp_noise(seed, step, row, v0, BLOCK_V)
         m_new = tl.maximum(m, z)
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a lane with no column yet: exp(-inf) = 0, no NaN
         l = l * tl.exp(m - m_safe) + tl.where(mask, tl.exp(z - m_safe), 0.0)
@@ -294,7 +298,7 @@ def silu_mul(gu, pdl=False):
 
 def race_noise(seed, step, B, V):
     """The Exp(1) noise (B, V) fp32 sample_race draws at `step` with `seed` (int64 tensors (1,) on the device)."""
-    e, block = torch.empty(B, V, device=seed.device), 1024  # (any block: the counter is the column)
+    e, block = torch.empty(B, V, device=seed.device), 1024  # (any block of 4k columns: the counter is column // 4)
     _race_noise[(B, triton.cdiv(V, block))](seed, step, e, V, BLOCK_V=block)
     return e
 
