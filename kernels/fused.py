@@ -298,7 +298,7 @@ def silu_mul(gu, pdl=False):
 
 def race_noise(seed, step, B, V):
     """The Exp(1) noise (B, V) fp32 sample_race draws at `step` with `seed` (int64 tensors (1,) on the device)."""
-    e, block = torch.empty(B, V, device=seed.device), 1024  # (any block of 4k columns: the counter is column // 4)
+    e, block = torch.empty(B, V, device=seed.device), 1024  # (any block, a multiple of 4: the counter is column // 4)
     _race_noise[(B, triton.cdiv(V, block))](seed, step, e, V, BLOCK_V=block)
     return e
 
