@@ -25,6 +25,7 @@ How the figures are taken:
 Results, with device and date: README.md (GRPO section) and docs/bench/bench_grpo_*.json.
 """
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -67,22 +68,30 @@ def separate_linears(x, linears):
     return torch.cat([lin(x) for lin in linears], dim=-1)
 
 
-def compiled_blocks():
-    """model.Block.forward with each training call (gradients on, no cache) run as one torch.compile'd function,
-    split only at the Triton attention (which runs outside compile); sampling and scoring calls as they are. The
-    whole-block compile of docs/bench/grpo_fusion_experiment_h100_2026-11-23.json, for the A/B against model.py's
-    compiled elementwise twins. Inductor cannot compile the autotuned Triton attention kernel (model.py's decode kernel
-    is kept out of compile for the same reason), so kernels.attention.attention is wrapped in compiler.disable."""
+@contextlib.contextmanager
+def compiled_blocks(on=True):
+    """Within it (if on), model.Block.forward runs each training call (gradients on, no cache) as one
+    torch.compile'd function, split only at the Triton attention (which runs outside compile); sampling and scoring
+    calls as they are. The whole-block compile of docs/bench/grpo_fusion_experiment_h100_2026-11-23.json, for the
+    A/B against model.py's compiled elementwise twins. Inductor cannot compile the autotuned Triton attention kernel
+    (model.py's decode kernel is kept out of compile for the same reason), so kernels.attention.attention is
+    wrapped in compiler.disable meanwhile."""
+    if not on:
+        yield
+        return
     import kernels.attention
-    kernels.attention.attention = torch.compiler.disable(kernels.attention.attention)
-    plain = model.Block.forward
+    plain, real_attention = model.Block.forward, kernels.attention.attention
     whole = model.strict_compile(plain, dynamic=True)
 
     def forward(self, x, cos, sin, start, cu_seqlens, cache, slots, layer, use_kernels):
         if cache is None and torch.is_grad_enabled():  # (layer only indexes the cache: 0, one compile for all)
             return whole(self, x, cos, sin, start, cu_seqlens, None, None, 0, use_kernels)
         return plain(self, x, cos, sin, start, cu_seqlens, cache, slots, layer, use_kernels)
-    return forward
+    model.Block.forward, kernels.attention.attention = forward, torch.compiler.disable(real_attention)
+    try:
+        yield
+    finally:
+        model.Block.forward, kernels.attention.attention = plain, real_attention
 
 
 def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=False, fused=True, blocks=False):
@@ -90,23 +99,19 @@ def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=Fals
     GEMMs in training (the sampler packs its own copy either way). blocks: each decoder layer compiled whole in
     training (compiled_blocks)."""
     rng = random.Random(0)
-    import kernels.attention as attn
-    real, real_linear, real_block, real_attn = (grpo.rewards.accuracy_reward, model.fused_linear,
-                                                model.Block.forward, attn.attention)
+    real, real_linear = grpo.rewards.accuracy_reward, model.fused_linear
     if not fused:
         model.fused_linear = separate_linears
-    if blocks:
-        model.Block.forward = compiled_blocks()
     grpo.rewards.accuracy_reward = lambda completion, example, checker=None: rng.random()  # every group: spread
     try:
         config = grpo.GRPOConfig(model=str(ckpt), task="countdown", num_prompts=P, num_generations=G,
                                  max_completion_length=NEW, max_steps=steps, eval_steps=0, save_steps=0,
                                  output_dir=str(out_dir), beta=beta, micro_batch_size=micro_batch, plot_every=1000,
                                  gradient_checkpointing=checkpointing)
-        history = grpo.train(config).history
+        with compiled_blocks(blocks):
+            history = grpo.train(config).history
     finally:
-        grpo.rewards.accuracy_reward, model.fused_linear, model.Block.forward = real, real_linear, real_block
-        attn.attention = real_attn
+        grpo.rewards.accuracy_reward, model.fused_linear = real, real_linear
     rows = history[1:]  # step 1 compiles kernels and captures CUDA graphs
     mean = lambda k: sum(r[k] for r in rows) / len(rows)
     return {
