@@ -47,6 +47,22 @@ def sample_token(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
     return tok, logp.gather(1, tok[:, None])[:, 0]
 
 
+def record_step_ref(tok, lp, eos, t, slot, tokens, logprobs, lengths, done, tok_next, advance_slot):
+    """Book sampled tokens tok (N,), log-probs lp (N,) into output column t (a (1,) device tensor), in place: a
+    finished row records padding (0, 0.0); a row whose token is in eos (E,) ends here (lengths = t + 1, done);
+    tok_next = tok feeds the next step; t += 1, and slot += 1 if advance_slot. (kernels/fused.py: record_step is
+    the same in one kernel.)"""
+    tokens.index_copy_(1, t, tok.masked_fill(done, 0)[:, None])
+    logprobs.index_copy_(1, t, lp.masked_fill(done, 0.0)[:, None])
+    hit = (tok[:, None] == eos).any(1) & ~done  # (torch.isin sorts many ids: uncapturable)
+    lengths.copy_(torch.where(hit, t + 1, lengths))
+    done |= hit
+    tok_next.copy_(tok)
+    t += 1
+    if advance_slot:
+        slot += 1
+
+
 def decode_forward(model, tok, slot, start, cache):
     """The plain decode step: tok (N,) written to cache slot (1,) -> next-token logits (N, V)."""
     return model.lm_head(model(tok[:, None], start=start, cache=cache, slots=slot, return_hidden=True)[:, -1])
@@ -114,20 +130,16 @@ class DecodeStep:
             return self.fast.sample(logits, temperature, self.key, self.t)  # noise from (key, output column)
         return sample_token(logits.float(), temperature, top_k, top_p, self.gen)
 
-    def record(self, logits):
-        """Sample from logits (N, V) and book the token into column t; a finished row records padding."""
+    def record(self, logits, advance_slot=False):
+        """Sample from logits (N, V) and book the token into column t (record_step_ref); a finished row records
+        padding. advance_slot: also move on to the next cache slot (a decode step; not the prefill's token)."""
         tok, lp = self.sample(logits)
-        self.tokens.index_copy_(1, self.t, tok.masked_fill(self.done, 0)[:, None])
-        self.logprobs.index_copy_(1, self.t, lp.masked_fill(self.done, 0.0)[:, None])
-        hit = (tok[:, None] == self.eos).any(1) & ~self.done  # (torch.isin sorts many ids: uncapturable)
-        self.lengths.copy_(torch.where(hit, self.t + 1, self.lengths))
-        self.done |= hit
-        self.tok.copy_(tok)
-        self.t += 1
+        book = self.fast.record if self.fast is not None else record_step_ref
+        book(tok, lp, self.eos, self.t, self.slot, self.tokens, self.logprobs, self.lengths, self.done, self.tok,
+             advance_slot)
 
     def _step(self):
-        self.record(self.forward(self.tok, self.slot, self.start, self.cache))  # logits (N, V)
-        self.slot += 1
+        self.record(self.forward(self.tok, self.slot, self.start, self.cache), advance_slot=True)  # logits (N, V)
 
     def capture(self):
         """Record the step as a CUDA graph. The warm-up runs it twice for real (compiling kernels, setting up

@@ -22,6 +22,8 @@ does in four to eight:
      the kernel (Philox, counter (column // 4, row, step), four columns a draw; key a seed drawn once per generate
      call from torch's generator): reading a noise tensor from memory took as long as the race itself. race_noise
      writes the same E for the twin. sample.sample_token stays the readable path (and the one with top-k/p).
+  5. record_step: the sampled token's booking (decode_step.record_step_ref: output columns, EOS, lengths, done,
+     the next step's input token and the step counters) in one launch instead of about fifteen.
 
 Shapes: B rows, H query heads, K kv heads, D head dim, S cache slots, C hidden, M MLP width, V vocab.
 None of these has a backward: they serve generation only (no_grad); training keeps model.py's fused twins.
@@ -99,18 +101,19 @@ def pdl_wait(USE_GDC: tl.constexpr):
 
 
 @triton.jit
-def summed_partials(X, NP, sxp, offs, mask):
-    """X[offs] summed over NP split-K partials NP * sxp apart (kernels/skinny.py leaves its partials for the kernel
-    that reads the projection next), in fp32; NP = 1 reads a tensor as it is."""
+def summed_partials(X, NP: tl.constexpr, sxp, offs, mask):
+    """X[offs] summed over NP split-K partials sxp apart (kernels/skinny.py leaves its partials for the kernel
+    that reads the projection next), in fp32; NP = 1 reads a tensor as it is. NP is a compile-time constant (1..8
+    in practice), so the loop is unrolled and its NP loads are in flight together, not one after another."""
     x = tl.zeros(offs.shape, tl.float32)
-    for p in range(NP):
+    for p in tl.static_range(NP):
         x += tl.load(X + p * sxp + offs, mask=mask, other=0.0).to(tl.float32)
     return x
 
 
 @triton.jit
-def _rope_cache_write(QKV, BIAS, INV_FREQ, SLOT, START, Q_OUT, KC, VC, NP, sxp, sxb, skb, skh, sks, svb, svh,
-                      svs, H, K, D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_START: tl.constexpr,
+def _rope_cache_write(QKV, BIAS, INV_FREQ, SLOT, START, Q_OUT, KC, VC, NP: tl.constexpr, sxp, sxb, skb, skh,
+                      sks, svb, svh, svs, H, K, D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_START: tl.constexpr,
                       USE_GDC: tl.constexpr):
     pdl_wait(USE_GDC)
     b = tl.program_id(0)
@@ -144,7 +147,7 @@ def _rope_cache_write(QKV, BIAS, INV_FREQ, SLOT, START, Q_OUT, KC, VC, NP, sxp, 
 
 
 @triton.jit
-def _add_rms_norm(X, R, W, H_OUT, S_OUT, C, NP, srp, eps, HAS_R: tl.constexpr, BLOCK: tl.constexpr,
+def _add_rms_norm(X, R, W, H_OUT, S_OUT, C, NP: tl.constexpr, srp, eps, HAS_R: tl.constexpr, BLOCK: tl.constexpr,
                   USE_GDC: tl.constexpr):
     pdl_wait(USE_GDC)
     row = tl.program_id(0)
@@ -250,6 +253,32 @@ def _race_combine(Z, M_IN, L_IN, BEST_IN, ARG_IN, TOK, LOGP, V, NS, inv_temp, NS
     tl.store(LOGP + row, z_tok - lse)
 
 
+@triton.jit
+def _record_step(TOK, LP, EOS, T, SLOT, TOKENS, LOGPROBS, LENGTHS, DONE, TOK_NEXT, N, T_MAX, N_EOS: tl.constexpr,
+                 ADVANCE_SLOT: tl.constexpr, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
+    pdl_wait(USE_GDC)
+    t = tl.load(T)  # one program for every row: it reads t before it advances t
+    for r0 in range(0, N, BLOCK):
+        rows = r0 + tl.arange(0, BLOCK)
+        mask = rows < N
+        tok = tl.load(TOK + rows, mask=mask, other=0)
+        lp = tl.load(LP + rows, mask=mask, other=0.0)
+        done = tl.load(DONE + rows, mask=mask, other=1) != 0
+        eos = tl.zeros((BLOCK,), tl.int1)
+        for e in tl.static_range(N_EOS):
+            eos = eos | (tok == tl.load(EOS + e))
+        hit = eos & ~done  # the rows that end here
+        col = rows.to(tl.int64) * T_MAX + t
+        tl.store(TOKENS + col, tl.where(done, 0, tok), mask=mask)
+        tl.store(LOGPROBS + col, tl.where(done, 0.0, lp), mask=mask)
+        tl.store(LENGTHS + rows, (t + 1).to(LENGTHS.dtype.element_ty), mask=mask & hit)
+        tl.store(DONE + rows, (done | hit).to(DONE.dtype.element_ty), mask=mask)
+        tl.store(TOK_NEXT + rows, tok, mask=mask)
+    tl.store(T, t + 1)
+    if ADVANCE_SLOT:
+        tl.store(SLOT, tl.load(SLOT) + 1)
+
+
 # ------------------------------------------------------------------------------------------ wrappers
 def rope_cache_write(qkv, inv_freq, k_cache, v_cache, slot, start, H, K, bias=None, pdl=False):
     """The kernel behind rope_cache_write_ref (same arguments; pdl: kernels.pdl_options). k/v_cache (B, K, S, D):
@@ -320,6 +349,17 @@ def sample_race(logits, temperature, seed, step, pdl=False):
     _race_combine[(B,)](logits, m, l, best, arg, tok, logp, V, ns, 1.0 / temperature,
                         NS_PAD=triton.next_power_of_2(ns), **pdl_options(logits.device, pdl))
     return tok, logp
+
+
+def record_step(tok, lp, eos, t, slot, tokens, logprobs, lengths, done, tok_next, advance_slot, pdl=False):
+    """The kernel behind decode_step.record_step_ref (same arguments, updated in place; pdl: kernels.pdl_options):
+    one launch for the dozen small ops that book a sampled token."""
+    N = tok.shape[0]
+    if tokens.shape[0] != N or not tokens.is_contiguous() or not logprobs.is_contiguous():
+        raise ValueError(f"record_step: {N} rows, tokens {tuple(tokens.shape)}: need one row each, contiguous")
+    _record_step[(1,)](tok, lp, eos, t, slot, tokens, logprobs, lengths, done, tok_next, N, tokens.shape[1],
+                       N_EOS=eos.numel(), ADVANCE_SLOT=advance_slot, BLOCK=min(1024, triton.next_power_of_2(N)),
+                       **pdl_options(tok.device, pdl))
 
 
 if __name__ == "__main__":  # each kernel against its twin at Qwen2.5-0.5B decode shapes, batch 64

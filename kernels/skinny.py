@@ -12,13 +12,15 @@ bias too, add_rms_norm the residual), so split-K costs no extra kernel and no ex
 once to the weights' dtype, as a GEMM rounds its output).
 
 Measured (docs/bench/skinny_gemm_sweep_h200_2026-12-03.json): 3.8 / 3.3 / 5.6 us at B = 64 for the three. At
-B = 256 it only ties cuBLAS, and gate/up (9,728 outputs: enough tiles) stays cuBLAS's at every B.
+B = 256 it only ties cuBLAS. gate/up (9,728 outputs: enough tiles, no split-K) has its own kernel below, a plain
+GEMM over [gate | up] whose epilogue applies SwiGLU, for up to 64 rows.
 Shapes: B rows, N outputs, K inputs (the reduction), S splits.
 Run `python kernels/skinny.py` on a GPU for the comparison with cuBLAS.
 """
 import os
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -85,8 +87,68 @@ def skinny_linear(x, weight, splits=None, pdl=False):
     return out
 
 
+# ------------------------------------------------------------------------------------------ gate/up + SwiGLU
+def gate_up_silu_ref(x, weight):
+    """The twin: x (B, C), weight (2M, C) = [gate | up] (kernels.stacked_linear) -> silu(x @ gate^T) * (x @ up^T)
+    (B, M), rounded as the plain path rounds (the GEMM's output, then F.silu's, then the product)."""
+    gate, up = F.linear(x, weight).chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+@triton.jit
+def _gate_up_silu(X, W, OUT, B, M, K, sxb, swn, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr):
+    pdl_wait(USE_GDC)
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # MLP columns: gate rows offs_n, up rows M + offs_n of W
+    rows, outs = offs_m < B, offs_n < M
+    acc_g = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    acc_u = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        in_k = offs_k < K
+        x = tl.load(X + offs_m[:, None] * sxb + offs_k[None, :], mask=rows[:, None] & in_k[None, :], other=0.0)
+        w_mask = outs[:, None] & in_k[None, :]
+        wg = tl.load(W + offs_n[:, None] * swn + offs_k[None, :], mask=w_mask, other=0.0)
+        wu = tl.load(W + (M + offs_n[:, None]) * swn + offs_k[None, :], mask=w_mask, other=0.0)
+        acc_g = tl.dot(x, tl.trans(wg), acc_g)
+        acc_u = tl.dot(x, tl.trans(wu), acc_u)
+    dtype = OUT.dtype.element_ty
+    g = acc_g.to(dtype).to(tl.float32)  # each GEMM output rounded, as cuBLAS rounds gu
+    u = acc_u.to(dtype).to(tl.float32)
+    act = (g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32)  # F.silu rounds to the dtype, then * up
+    tl.store(OUT + offs_m[:, None] * M + offs_n[None, :], (act * u).to(dtype), mask=rows[:, None] & outs[None, :])
+
+
+def gate_up_config(B):
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages), from a sweep of 14 tilings on one H100 at Qwen2.5-0.5B's
+    gate/up (2 x 4,864 x 896) with cold weights (24 layers' worth, 2026-12-08 00:30 UTC): at 1 / 16 / 64 rows
+    8.6 / 8.6 / 9.7 us against 9.2 / 10.2 / 10.3 for cuBLAS's GEMM + silu_mul; at 128 and 256 rows no tiling beat
+    cuBLAS (11.0 and 13.8 us against at best 11.9 and 14.9), hence kernels/step.py's GATE_UP_MAX_ROWS = 64."""
+    if INTERPRET:
+        return 16, 16, 16, 4, 1
+    return (16, 64, 128, 4, 4) if B <= 16 else (64, 32, 128, 4, 3)
+
+
+def gate_up_silu(x, weight, pdl=False):
+    """The kernel behind gate_up_silu_ref: the MLP's two projections and SwiGLU in one launch, its epilogue
+    pairing gate column n with up column n (no (B, 2M) intermediate, no silu_mul kernel). x (B, C), weight
+    (2M, C), last dims contiguous -> (B, M) in x's dtype. pdl: kernels.pdl_options."""
+    (B, K), M = x.shape, weight.shape[0] // 2
+    if weight.shape != (2 * M, K) or x.stride(1) != 1 or weight.stride(1) != 1:
+        raise ValueError(f"gate_up_silu: x {tuple(x.shape)} and weight {tuple(weight.shape)}: need (B, C) and "
+                         "(2M, C), contiguous rows")
+    block_m, block_n, block_k, warps, stages = gate_up_config(B)
+    out = torch.empty(B, M, device=x.device, dtype=x.dtype)
+    grid = (triton.cdiv(M, block_n), triton.cdiv(B, block_m))
+    _gate_up_silu[grid](x, weight, out, B, M, K, x.stride(0), weight.stride(0), BLOCK_M=block_m, BLOCK_N=block_n,
+                        BLOCK_K=block_k, num_warps=warps, num_stages=stages, **pdl_options(x.device, pdl))
+    return out
+
+
 if __name__ == "__main__":  # against cuBLAS at the Qwen2.5-0.5B decode shapes, cold weights as in a real step
-    import torch.nn.functional as F
     shapes = {"q/k/v": (1152, 896), "o_proj": (896, 896), "down_proj": (896, 4864)}  # (N, K)
     for B in (1, 64):
         for name, (N, K) in shapes.items():

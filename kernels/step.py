@@ -6,6 +6,7 @@ runs a projection with its own split-K reduce, above SKINNY_MAX_ROWS).
 Per layer, with the residual add of each sublayer folded into the norm that follows it:
     [add +] RMSNorm  -> q/k/v as one GEMM (bias in its epilogue) -> RoPE + KV-cache write -> decode attention
     (one chunk, or split + combine) -> o_proj -> add + RMSNorm -> gate/up as one GEMM -> SiLU * up -> down_proj
+where, up to GATE_UP_MAX_ROWS rows, gate/up and SiLU * up are one kernel (eight a layer).
 The plain path (model.Qwen2.forward with a cache) runs ~20 kernels for the same layer: three projection GEMMs, two
 RoPE calls, two cache copies, two adds, two norms, two MLP GEMMs and the SwiGLU product, each its own launch.
 For few rows (SKINNY_MAX_ROWS) q/k/v, o_proj and down_proj can run as kernels/skinny.py's split-K GEMM instead of
@@ -28,8 +29,8 @@ import torch.nn.functional as F
 
 from kernels import stacked_linear
 from kernels.decode import decode_attention
-from kernels.fused import add_rms_norm, rope_cache_write, sample_race, silu_mul
-from kernels.skinny import skinny_linear
+from kernels.fused import add_rms_norm, record_step, rope_cache_write, sample_race, silu_mul
+from kernels.skinny import gate_up_silu, skinny_linear
 
 # Up to SKINNY_MAX_ROWS rows, q/k/v, o_proj and down_proj run as kernels/skinny.py's split-K GEMM (else cuBLAS); up
 # to PDL_MAX_ROWS rows the decode kernels launch with programmatic dependent launch. On an H200 (README, "Sampling
@@ -38,6 +39,11 @@ from kernels.skinny import skinny_linear
 # were not measured, hence the bound. bench/bench_sample.py measures the step with and without them at every batch.
 SKINNY_MAX_ROWS = 256
 PDL_MAX_ROWS = 256
+# Up to GATE_UP_MAX_ROWS rows gate/up and SwiGLU run as one Triton GEMM (kernels/skinny.py: gate_up_silu), else as
+# cuBLAS's GEMM and silu_mul. Whole steps replayed on one H100 (2026-12-08 00:31 UTC): 0.791 ms against 0.824 at
+# batch 1, 1.010 against 1.002 at 64 (with a tiling since replaced by a faster one: 9.7 us against 11.6 alone),
+# 2.090 against 1.886 at 256.
+GATE_UP_MAX_ROWS = 64
 
 
 def pack_weights(model):
@@ -80,8 +86,11 @@ def decode_hidden(model, packed, freqs, tok, slot, start, cache):
         y = decode_attention(q, cache.k[i], cache.v[i], lengths, start, pdl=pdl).view(-1, H * D)  # (N, H D)
         h, x = add_rms_norm(x, project(y, layer.self_attn.o_proj.weight), layer.post_attention_layernorm.weight,
                             eps, pdl)
-        gu = F.linear(h, w_gu)  # gate/up (N, 2M): cuBLAS (the split-K GEMM lost there, README "Sampling speed")
-        mlp = project(silu_mul(gu, pdl), layer.mlp.down_proj.weight)
+        if tok.shape[0] <= GATE_UP_MAX_ROWS:  # gate/up and SwiGLU as one Triton GEMM
+            act = gate_up_silu(h, w_gu, pdl)
+        else:  # cuBLAS's GEMM, then the SwiGLU kernel
+            act = silu_mul(F.linear(h, w_gu), pdl)
+        mlp = project(act, layer.mlp.down_proj.weight)
         norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.model.norm
         h, x = add_rms_norm(x, mlp, norm.weight, eps, pdl)
     return h
@@ -106,6 +115,12 @@ class FastDecode:
     def __call__(self, tok, slot, start, cache):
         h = decode_hidden(self.model, self.packed, self.freqs, tok, slot, start, cache)  # (N, C)
         return self.model.lm_head(h)  # (N, V) in the weights' dtype: sample_race reads bf16 as is
+
+    @staticmethod
+    def record(tok, lp, eos, t, slot, tokens, logprobs, lengths, done, tok_next, advance_slot):
+        """decode_step.record_step_ref as one kernel (kernels/fused.py: record_step)."""
+        record_step(tok, lp, eos, t, slot, tokens, logprobs, lengths, done, tok_next, advance_slot,
+                    pdl=tok.shape[0] <= PDL_MAX_ROWS)
 
     @staticmethod
     def sample(logits, temperature, seed, step):

@@ -358,6 +358,25 @@ def test_skinny_linear_partials_sum_to_the_product(B, N, K):
         assert rel_err(parts.sum(0), skinny_linear_ref(x, w).sum(0)) < (1e-5 if not CUDA else 1e-3)
 
 
+@pytest.mark.parametrize("B,M,C", [(3, 40, 96), (1, 24, 50), (20, 48, 32)])  # M, C not multiples of the block
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if not CUDA else [torch.bfloat16])
+def test_gate_up_silu_matches_its_twin_and_the_two_kernels_it_replaces(B, M, C, dtype):
+    """One GEMM over [gate | up] with SwiGLU in its epilogue = silu(x gate^T) * (x up^T), as the twin and as the
+    packed GEMM followed by silu_mul compute it; with PDL (on Hopper) the same bits."""
+    from kernels.skinny import gate_up_silu, gate_up_silu_ref
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(B, C, generator=g).to(DEVICE, dtype)
+    w = (0.3 * torch.randn(2 * M, C, generator=g)).to(DEVICE, dtype)
+    out = gate_up_silu(x, w)
+    assert out.shape == (B, M) and out.dtype == dtype
+    assert torch.equal(gate_up_silu(x, w, pdl=True), out)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert rel_err(out, gate_up_silu_ref(x, w)) < tol
+    assert rel_err(out, silu_mul_ref(torch.nn.functional.linear(x, w))) < tol
+    with pytest.raises(ValueError, match="gate_up_silu"):
+        gate_up_silu(x, w[:, 1:])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if not CUDA else [torch.bfloat16])
 def test_fused_kernels_read_split_k_partials(dtype):
     """rope_cache_write (with the projection's bias) and add_rms_norm given partials (S, B, W) fp32 give what
@@ -421,12 +440,45 @@ def test_race_noise_is_exp1_repeatable_and_new_at_every_step_row_and_seed():
         assert corr(e, other) < 4 / n**0.5
 
 
-@pytest.mark.parametrize("skinny_rows", [64, 0])  # kernels/skinny.py or cuBLAS
-def test_fast_decode_step_matches_plain_step(skinny_rows, monkeypatch):
+@pytest.mark.parametrize("n_eos", [0, 1, 3])
+def test_record_step_books_what_its_twin_books(n_eos):
+    """The one-kernel booking of a sampled token (kernels/fused.py: record_step) against decode_step's ops, over
+    three steps: output columns (padding once a row is done), EOS hits (lengths, done), the next input token and
+    the counters t and slot."""
+    from decode_step import record_step_ref
+    from kernels.fused import record_step
+    g = torch.Generator().manual_seed(9)
+    N, T = 21, 5  # rows: not a power of two
+    eos = torch.tensor([7, 3, 11][:n_eos], dtype=torch.long, device=DEVICE)
+    state = {}
+    for fn in (record_step, record_step_ref):
+        torch.manual_seed(0)
+        buf = dict(t=torch.zeros(1, dtype=torch.long), slot=torch.tensor([30]),
+                   tokens=torch.zeros(N, T, dtype=torch.long), logprobs=torch.zeros(N, T),
+                   lengths=torch.full((N,), T), done=torch.zeros(N, dtype=torch.bool),
+                   tok_next=torch.zeros(N, dtype=torch.long))
+        buf = {k: v.to(DEVICE) for k, v in buf.items()}
+        buf["done"][[2, 5]] = True  # rows finished before these steps
+        for i in range(3):
+            tok = torch.randint(0, 14, (N,), generator=g.manual_seed(i)).to(DEVICE)
+            lp = -torch.rand(N, generator=g).to(DEVICE)
+            fn(tok, lp, eos, buf["t"], buf["slot"], buf["tokens"], buf["logprobs"], buf["lengths"], buf["done"],
+               buf["tok_next"], i > 0)
+        state[fn] = buf
+    for k, v in state[record_step_ref].items():
+        assert torch.equal(state[record_step][k], v), k
+    assert state[record_step_ref]["t"].item() == 3 and state[record_step_ref]["slot"].item() == 32
+    if n_eos:
+        assert state[record_step_ref]["done"].sum() > 2  # some rows hit an EOS
+
+
+@pytest.mark.parametrize("triton_rows", [64, 0])  # kernels/skinny.py's GEMMs or cuBLAS (+ silu_mul)
+def test_fast_decode_step_matches_plain_step(triton_rows, monkeypatch):
     """kernels/step.py (packed q/k/v and gate/up, the fused kernels, decode attention) gives the logits of the
     plain model forward for a decode step over a left-padded cache (fp32 in the interpreter, bf16 on a GPU)."""
     import kernels.step
-    monkeypatch.setattr(kernels.step, "SKINNY_MAX_ROWS", skinny_rows)
+    monkeypatch.setattr(kernels.step, "SKINNY_MAX_ROWS", triton_rows)
+    monkeypatch.setattr(kernels.step, "GATE_UP_MAX_ROWS", triton_rows)
     from conftest import TINY
     from kernels.step import FastDecode
     from model import KVCache, ModelConfig, Qwen2
