@@ -14,7 +14,7 @@ How the figures are taken:
   almost never emit EOS, so every completion runs to 1,024 tokens. Step 1 pays for compilation and CUDA-graph
   capture; the figures are the mean of steps 2-3, read from metrics.jsonl. `ours_beta0_unfused` is the β = 0 step
   with q/k/v and gate/up as separate GEMMs in the training pass (model.fused_linear's twin), for the A/B;
-  `ours_beta0_blocks` with each decoder layer compiled whole in training (compiled_blocks).
+  `ours_beta0_per_op` with model.COMPILE_BLOCKS off (the fused functions compiled one by one, not whole layers).
 - Training MFU = 6 * n_params * tokens trained / train time / 989 TFLOP/s (H100/H200 SXM bf16 dense), the formula
   the 18% transformers figure in ../shared/reference used; attention FLOPs are not counted in either.
 - transformers: Qwen2ForCausalLM (sdpa attention), `generate` of 8 x 16 rows (min_new_tokens = 1,024) — eager,
@@ -25,7 +25,6 @@ How the figures are taken:
 Results, with device and date: README.md (GRPO section) and docs/bench/bench_grpo_*.json.
 """
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -68,50 +67,24 @@ def separate_linears(x, linears):
     return torch.cat([lin(x) for lin in linears], dim=-1)
 
 
-@contextlib.contextmanager
-def compiled_blocks(on=True):
-    """Within it (if on), model.Block.forward runs each training call (gradients on, no cache) as one
-    torch.compile'd function, split only at the Triton attention (which runs outside compile); sampling and scoring
-    calls as they are. The whole-block compile of docs/bench/grpo_fusion_experiment_h100_2026-11-23.json, for the
-    A/B against model.py's compiled elementwise twins. Inductor cannot compile the autotuned Triton attention kernel
-    (model.py's decode kernel is kept out of compile for the same reason), so kernels.attention.attention is
-    wrapped in compiler.disable meanwhile."""
-    if not on:
-        yield
-        return
-    import kernels.attention
-    plain, real_attention = model.Block.forward, kernels.attention.attention
-    whole = model.strict_compile(plain, dynamic=True)
-
-    def forward(self, x, cos, sin, start, cu_seqlens, cache, slots, layer, use_kernels):
-        if cache is None and torch.is_grad_enabled():  # (layer only indexes the cache: 0, one compile for all)
-            return whole(self, x, cos, sin, start, cu_seqlens, None, None, 0, use_kernels)
-        return plain(self, x, cos, sin, start, cu_seqlens, cache, slots, layer, use_kernels)
-    model.Block.forward, kernels.attention.attention = forward, torch.compiler.disable(real_attention)
-    try:
-        yield
-    finally:
-        model.Block.forward, kernels.attention.attention = plain, real_attention
-
-
-def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=False, fused=True, blocks=False):
+def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=False, fused=True, blocks=True):
     """Mean figures of steps 2.. of `grpo.py` itself, from its metrics. fused=False: q/k/v and gate/up as separate
-    GEMMs in training (the sampler packs its own copy either way). blocks: each decoder layer compiled whole in
-    training (compiled_blocks)."""
+    GEMMs in training (the sampler packs its own copy either way). blocks=False: model.COMPILE_BLOCKS off (each
+    fused function compiled on its own in training, not whole decoder layers)."""
     rng = random.Random(0)
-    real, real_linear = grpo.rewards.accuracy_reward, model.fused_linear
+    real, real_linear, real_blocks = grpo.rewards.accuracy_reward, model.fused_linear, model.COMPILE_BLOCKS
     if not fused:
         model.fused_linear = separate_linears
+    model.COMPILE_BLOCKS = blocks
     grpo.rewards.accuracy_reward = lambda completion, example, checker=None: rng.random()  # every group: spread
     try:
         config = grpo.GRPOConfig(model=str(ckpt), task="countdown", num_prompts=P, num_generations=G,
                                  max_completion_length=NEW, max_steps=steps, eval_steps=0, save_steps=0,
                                  output_dir=str(out_dir), beta=beta, micro_batch_size=micro_batch, plot_every=1000,
                                  gradient_checkpointing=checkpointing)
-        with compiled_blocks(blocks):
-            history = grpo.train(config).history
+        history = grpo.train(config).history
     finally:
-        grpo.rewards.accuracy_reward, model.fused_linear = real, real_linear
+        grpo.rewards.accuracy_reward, model.fused_linear, model.COMPILE_BLOCKS = real, real_linear, real_blocks
     rows = history[1:]  # step 1 compiles kernels and captures CUDA graphs
     mean = lambda k: sum(r[k] for r in rows) / len(rows)
     return {
@@ -206,11 +179,11 @@ def main():
         n_params = random_checkpoint(Path(tmp) / "ckpt", args.tokenizer_dir)
         res["n_params"] = n_params
         # micro-batch 0 is grpo.py's default, auto: the largest of 16, 8, .. that fits (16 on an 80 GB GPU)
-        for name, beta, mb, fused, blocks in (("ours_beta0", 0.0, 0, True, False),
-                                              ("ours_beta0.04", 0.04, 0, True, False),
-                                              ("ours_beta0_mb8", 0.0, 8, True, False),
-                                              ("ours_beta0_unfused", 0.0, 0, False, False),
-                                              ("ours_beta0_blocks", 0.0, 0, True, True)):
+        for name, beta, mb, fused, blocks in (("ours_beta0", 0.0, 0, True, True),
+                                              ("ours_beta0.04", 0.04, 0, True, True),
+                                              ("ours_beta0_mb8", 0.0, 8, True, True),
+                                              ("ours_beta0_unfused", 0.0, 0, False, True),
+                                              ("ours_beta0_per_op", 0.0, 0, True, False)):
             if args.only is not None and name not in args.only:
                 continue
             try:

@@ -252,6 +252,56 @@ def test_fast_path_compiles_once_not_per_layer_or_length():
     assert torch._dynamo.config.fail_on_recompile_limit_hit and torch._dynamo.config.recompile_limit >= 64
 
 
+@pytest.mark.skipif(NO_COMPILER, reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_block_gives_the_plain_values_and_compiles_once():
+    """model.compiled_block (a whole decoder layer through torch.compile, the Triton attention outside it) gives
+    the plain layers' outputs and gradients through three layers, and compiles once for all layers and lengths."""
+    from torch._dynamo.utils import counters
+    from model import compiled_block
+    dev, cfg = fast_path_case(num_hidden_layers=3)
+    torch.manual_seed(0)
+    layers = Qwen2(cfg).model.layers.to(dev)
+    compiled = []
+    for B, T in ((3, 7), (5, 11), (6, 13)):
+        before = counters["frames"]["ok"]
+        x = torch.randn(B, T, 32, device=dev)
+        cos, sin = rope_cos_sin(torch.arange(T, device=dev)[None].expand(B, T), 16, 1e4, torch.float32)
+        results = []
+        for whole in (False, True):
+            h = x0 = x.clone().requires_grad_()
+            for i, layer in enumerate(layers):
+                if whole:
+                    h = compiled_block()(layer, h, cos, sin, None, None, None, None, 0, True)
+                else:
+                    h = layer(h, cos, sin, None, None, None, None, i, False)
+            results.append((h, *torch.autograd.grad(h.square().sum(), [x0, *layers.parameters()])))
+        for a, b in zip(*results):
+            assert ((a - b).norm() / b.norm()).item() < (1e-5 if dev == "cpu" else 2e-2)
+        compiled.append(counters["frames"]["ok"] - before)
+    assert compiled[1:] == [0, 0], compiled
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the model's fast path runs on CUDA only")
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_training_forward_with_compiled_blocks_matches_per_function_compile(checkpointing, monkeypatch):
+    """Qwen2.forward on the fast path with model.COMPILE_BLOCKS on and off (with and without gradient
+    checkpointing): the same loss and gradients, in fp32."""
+    import model as model_module
+    dev, cfg = fast_path_case(num_hidden_layers=2)
+    torch.manual_seed(0)
+    m = Qwen2(cfg).to(dev).train()
+    m.use_kernels, m.gradient_checkpointing = True, checkpointing
+    idx = torch.randint(0, 64, (3, 9), device=dev)
+    start = torch.tensor([0, 2, 5], device=dev)
+    results = []
+    for on in (False, True):
+        monkeypatch.setattr(model_module, "COMPILE_BLOCKS", on)
+        loss = m(idx, start=start).float().logsumexp(-1).mean()
+        results.append((loss, *torch.autograd.grad(loss, list(m.parameters()))))
+    for a, b in zip(*results):
+        assert ((a - b).norm() / b.norm()).item() < 2e-2
+
+
 def test_missing_directory_is_a_clear_error():
     with pytest.raises(FileNotFoundError, match="model directory ./nowhere not found and not a known name"):
         Qwen2.from_pretrained("./nowhere")
