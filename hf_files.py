@@ -1,7 +1,8 @@
 """
 The files of a Hugging Face checkpoint directory, apart from the model: where a name points (a local directory, a
 known short name, a Hub repo id), reading the safetensors weights (one file or shards), writing a file so that a
-crash never leaves it torn. model.py builds the model from what these return.
+crash never leaves it torn, checking the tensors read against the model's. model.py builds the model from
+what these return.
 """
 import json
 import os
@@ -80,4 +81,33 @@ def load_safetensors(path):
             why = (str(e).splitlines() or [type(e).__name__])[0]
             raise ValueError(f"{path / f} is not a readable safetensors file ({why}): it is truncated or corrupt; "
                              f"re-download it, or use an earlier checkpoint") from None
+    return state
+
+
+def checked_state(state, expected, path, device, dtype):
+    """A checkpoint's tensors (name -> tensor, as read) checked against the model's state dict `expected` (a tied
+    model without lm_head.weight) and moved to device and dtype; every mismatch is a one-line error naming the
+    tensor: missing, unexpected, of another shape, or holding NaN / inf."""
+    state = dict(state)
+    if "lm_head.weight" not in expected:
+        state.pop("lm_head.weight", None)  # some tied checkpoints store the shared matrix twice
+    for name in list(state):
+        if name.endswith("rotary_emb.inv_freq"):
+            del state[name]  # a buffer older transformers versions saved; we compute it
+    missing = [n for n in expected if n not in state]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks tensor {missing[0]} ({len(missing)} missing): "
+                         f"is it a Qwen2 model matching its config.json?")
+    unexpected = [n for n in state if n not in expected]
+    if unexpected:
+        raise ValueError(f"checkpoint {path} has unexpected tensor {unexpected[0]}: not a Qwen2 checkpoint?")
+    for n, t in state.items():
+        if t.shape != expected[n].shape:
+            raise ValueError(f"checkpoint {path}: tensor {n} has shape {tuple(t.shape)} but config.json "
+                             f"implies {tuple(expected[n].shape)}")
+    state = {n: t.to(device=device, dtype=dtype) for n, t in state.items()}
+    bad = next((n for n, t in state.items() if not t.isfinite().all()), None)  # (on the device: fast)
+    if bad is not None:
+        raise ValueError(f"checkpoint {path}: tensor {bad} holds NaN or inf: the weights are corrupt (a diverged "
+                         f"run?); load an earlier checkpoint")
     return state

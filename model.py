@@ -34,7 +34,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from hf_files import KNOWN_MODELS, atomic_write, load_safetensors, read_tokenizer_files, resolve_checkpoint
+from hf_files import (KNOWN_MODELS, atomic_write, checked_state, load_safetensors, read_tokenizer_files,
+                      resolve_checkpoint)
 from kernels import HEAD_DIMS, key_lower_bound, stacked_linear, visible_keys
 from tokenizer import Tokenizer
 
@@ -318,9 +319,9 @@ class Block(nn.Module):
 
 # On the fast path, each training call of a decoder layer (gradients on, no cache) runs the whole Block.forward as
 # one torch.compile'd function (split only around the Triton attention), so Inductor fuses across the norms, RoPE,
-# SwiGLU and residual adds, forward and backward, beyond the per-function `fused` twins. On one H100 (bench_grpo,
-# 2026-12-08 00:33 UTC) it took GRPO's training phase from 1.39 to 1.23 s a step (MFU 32.3% -> 36.4%) and its
-# first step from 19.5 to 13.0 s. Sampling and scoring calls (no gradients) keep the per-function path.
+# SwiGLU and residual adds, forward and backward, beyond the per-function `fused` twins (GRPO's training phase
+# measured with and without: README, "GRPO step"). Sampling and scoring calls (no gradients) keep the
+# per-function path.
 COMPILE_BLOCKS = True
 
 
@@ -388,30 +389,10 @@ class Qwen2(nn.Module):
         config = ModelConfig.from_json(path / "config.json")
         with torch.device("meta"):
             model = cls(config)
-        state = load_safetensors(path)
         expected = model.state_dict()
         if config.tie_word_embeddings:
-            state.pop("lm_head.weight", None)  # some tied checkpoints store the shared matrix twice
             expected.pop("lm_head.weight")
-        for name in list(state):
-            if name.endswith("rotary_emb.inv_freq"):
-                del state[name]  # a buffer older transformers versions saved; we compute it
-        missing = [n for n in expected if n not in state]
-        if missing:
-            raise ValueError(f"checkpoint {path} lacks tensor {missing[0]} ({len(missing)} missing): "
-                             f"is it a Qwen2 model matching its config.json?")
-        unexpected = [n for n in state if n not in expected]
-        if unexpected:
-            raise ValueError(f"checkpoint {path} has unexpected tensor {unexpected[0]}: not a Qwen2 checkpoint?")
-        for n, t in state.items():
-            if t.shape != expected[n].shape:
-                raise ValueError(f"checkpoint {path}: tensor {n} has shape {tuple(t.shape)} but config.json "
-                                 f"implies {tuple(expected[n].shape)}")
-        state = {n: t.to(device=device, dtype=dtype) for n, t in state.items()}
-        bad = next((n for n, t in state.items() if not torch.isfinite(t).all()), None)  # (on the device: fast)
-        if bad is not None:
-            raise ValueError(f"checkpoint {path}: tensor {bad} holds NaN or inf: the weights are corrupt (a diverged "
-                             f"run?); load an earlier checkpoint")
+        state = checked_state(load_safetensors(path), expected, path, device, dtype)  # (a clear error if not)
         model.load_state_dict(state, strict=False, assign=True)
         if config.tie_word_embeddings:
             model.lm_head.weight = model.model.embed_tokens.weight  # assign=True replaced the shared Parameter
