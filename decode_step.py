@@ -10,8 +10,9 @@ every few steps (sample.CHECK_EVERY), for stop strings and for "all rows done".
 
 Two forwards sit behind it: the plain model forward (model.Qwen2 with a cache: the readable path, CPU,
 --no-kernels) and the fast path of kernels/step.py (packed q/k/v and gate/up GEMMs, fused Triton kernels, and
-plain temperature sampling as one kernel: sample_token's exponential race with its noise drawn in the kernel, by
-Philox keyed by the call's seed, so a seeded run repeats its tokens).
+plain temperature sampling inside the LM head's GEMM: sample_token's exponential race on each tile of logits, its
+noise drawn in the kernel by Philox keyed by the call's seed, so a seeded run repeats its tokens; and the booking
+of the token, record_step_ref below, as one kernel).
 
 Shape legend: N rows, V vocab.
 """
@@ -50,8 +51,8 @@ def sample_token(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
 def record_step_ref(tok, lp, eos, t, slot, tokens, logprobs, lengths, done, tok_next, advance_slot):
     """Book sampled tokens tok (N,), log-probs lp (N,) into output column t (a (1,) device tensor), in place: a
     finished row records padding (0, 0.0); a row whose token is in eos (E,) ends here (lengths = t + 1, done);
-    tok_next = tok feeds the next step; t += 1, and slot += 1 if advance_slot. (kernels/fused.py: record_step is
-    the same in one kernel.)"""
+    tok_next = tok feeds the next step; t += 1, and slot += 1 if advance_slot. (kernels/sampling.py: record_step
+    is the same in one kernel.)"""
     tokens.index_copy_(1, t, tok.masked_fill(done, 0)[:, None])
     logprobs.index_copy_(1, t, lp.masked_fill(done, 0.0)[:, None])
     hit = (tok[:, None] == eos).any(1) & ~done  # (torch.isin sorts many ids: uncapturable)
@@ -123,23 +124,36 @@ class DecodeStep:
         one registered with a captured graph refuses draws outside the graph."""
         return self.gen.initial_seed() if self.gen is not None else int(torch.randint(2**62, (1,)))
 
+    def fast_sampling(self):
+        """Plain temperature sampling on the fast path: the race kernels draw the token (else sample_token)."""
+        temperature, top_k, top_p = self.sampling
+        return self.fast is not None and temperature > 0 and top_k == 0 and top_p == 1.0
+
     def sample(self, logits):
         """logits (N, V) -> token (N,), fp32 log-prob (N,) under softmax(logits / temperature)."""
         temperature, top_k, top_p = self.sampling
-        if self.fast and temperature > 0 and top_k == 0 and top_p == 1.0:
+        if self.fast_sampling():
             return self.fast.sample(logits, temperature, self.key, self.t)  # noise from (key, output column)
         return sample_token(logits.float(), temperature, top_k, top_p, self.gen)
 
-    def record(self, logits, advance_slot=False):
-        """Sample from logits (N, V) and book the token into column t (record_step_ref); a finished row records
-        padding. advance_slot: also move on to the next cache slot (a decode step; not the prefill's token)."""
-        tok, lp = self.sample(logits)
+    def book(self, tok, lp, advance_slot):
+        """Book the sampled tokens into column t (record_step_ref); advance_slot: also move on to the next cache
+        slot (a decode step; not the prefill's token)."""
         book = self.fast.record if self.fast is not None else record_step_ref
         book(tok, lp, self.eos, self.t, self.slot, self.tokens, self.logprobs, self.lengths, self.done, self.tok,
              advance_slot)
 
+    def record(self, logits):
+        """Sample from logits (N, V) and book the token; a finished row records padding."""
+        self.book(*self.sample(logits), advance_slot=False)
+
     def _step(self):
-        self.record(self.forward(self.tok, self.slot, self.start, self.cache), advance_slot=True)  # logits (N, V)
+        if self.fast_sampling() and self.forward is self.fast:  # LM head + race in one pass, no logits tensor
+            tok, lp = self.fast.sample_next(self.tok, self.slot, self.start, self.cache, self.sampling[0], self.key,
+                                            self.t)
+        else:
+            tok, lp = self.sample(self.forward(self.tok, self.slot, self.start, self.cache))  # logits (N, V)
+        self.book(tok, lp, advance_slot=True)
 
     def capture(self):
         """Record the step as a CUDA graph. The warm-up runs it twice for real (compiling kernels, setting up

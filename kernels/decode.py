@@ -132,14 +132,14 @@ def _num_sms(device_index):
 
 
 def default_num_splits(B, K, S, device):
-    """Enough (row, kv head, chunk) programs for one wave over the SMs, chunks of at least 1,024 slots. On an H200
-    in whole decode steps of Qwen2.5-0.5B (CUDA graph replays, 2026-12-03) one chunk, with no combine kernel, was
-    the fastest or within 1% up to 256 rows at caches of 768-1,280 slots: e.g. 128 rows at 662 slots 1.34 ms a
-    step against 1.43 with the earlier rule (two waves, 256-slot chunks: 2 chunks there); 64 rows at 662 slots
-    gained from 2 chunks (1.108 ms against 1.115 for one)."""
+    """Enough (row, kv head, chunk) programs for one wave over the SMs, chunks of at least 1,024 slots, or of 128
+    where there are at most 8 (row, kv head) pairs (a handful of programs would each walk the whole cache). In
+    whole decode steps of Qwen2.5-0.5B (README, "Sampling speed"): one chunk, with no combine kernel, was the
+    fastest or within 1% from 64 up to 256 rows (longer chunks than these lost at 128 rows, shorter ones at 64);
+    at one row 128-slot chunks beat one chunk."""
     sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device()) \
         if device.type == "cuda" else 4
-    return max(1, min(triton.cdiv(sms, B * K), triton.cdiv(S, 1024)))
+    return max(1, min(triton.cdiv(sms, B * K), triton.cdiv(S, 128 if B * K <= 8 else 1024)))
 
 
 def decode_attention(q, k_cache, v_cache, lengths, start=None, num_splits=None, pdl=False):

@@ -3,7 +3,7 @@ Small fused kernels of the decode step, in Triton, each with its PyTorch twin (`
 
 At decode time a layer moves ~30 MB of weights and a few kB of activations, so every separate elementwise kernel
 costs a launch (a few microseconds) for almost no bytes. These kernels each do in one launch what the plain path
-does in four to eight:
+does in four to eight (the sampling kernels are in kernels/sampling.py):
 
   1. rope_cache_write: the fused q/k/v projection's output (B, (H + 2K) D) -> RoPE on the q and k heads, the
      rotated k and the plain v written into the KV cache at the step's slot, q returned as (B, H, D). The
@@ -16,16 +16,8 @@ does in four to eight:
      Rounded where model.rms_norm rounds (the sum and the normalised value in the input dtype, the scale in fp32).
      r may be split-K partials (S, B, C) fp32, summed and rounded to x's dtype first (as a GEMM rounds).
   3. silu_mul: the fused gate/up projection's output (B, 2M) -> silu(gate) * up (B, M) (SwiGLU).
-  4. sample_race: temperature sampling by the exponential race on raw logits, token = argmax_v (z_v / T - log E_v)
-     (= argmax p_v / E_v, E ~ Exp(1)), and the token's log-prob z_tok / T - logsumexp(z / T), in one pass over the
-     vocabulary (online max and sum, as in a softmax kernel, in chunks combined exactly). The noise E is drawn in
-     the kernel (Philox, counter (column // 4, row, step), four columns a draw; key a seed drawn once per generate
-     call from torch's generator): reading a noise tensor from memory took as long as the race itself. race_noise
-     writes the same E for the twin. sample.sample_token stays the readable path (and the one with top-k/p).
-  5. record_step: the sampled token's booking (decode_step.record_step_ref: output columns, EOS, lengths, done,
-     the next step's input token and the step counters) in one launch instead of about fifteen.
 
-Shapes: B rows, H query heads, K kv heads, D head dim, S cache slots, C hidden, M MLP width, V vocab.
+Shapes: B rows, H query heads, K kv heads, D head dim, S cache slots, C hidden, M MLP width.
 None of these has a backward: they serve generation only (no_grad); training keeps model.py's fused twins.
 """
 import os
@@ -38,11 +30,6 @@ import triton.language as tl
 from kernels import pdl_options
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-# Vocabulary columns per step of sample_race's walk along a chunk, and per program: 38 programs per row for a 152k
-# vocabulary. (In the interpreter each Philox call costs ~8 ms whatever its block: few, wide blocks, still two steps
-# and two chunks for the tests' 1,000-column vocabulary.)
-BLOCK_V = 256 if INTERPRET else 1024
-RACE_CHUNK = (2 if INTERPRET else 4) * BLOCK_V
 
 
 # ------------------------------------------------------------------------------------------ the twins
@@ -79,14 +66,6 @@ def silu_mul_ref(gu):
     """gu (B, 2M) = [gate | up] -> silu(gate) * up (B, M)."""
     gate, up = gu.chunk(2, dim=-1)
     return F.silu(gate) * up
-
-
-def sample_race_ref(logits, noise, temperature):
-    """logits (B, V) any float dtype, noise (B, V) fp32 Exp(1) (race_noise's, for sample_race's tokens) ->
-    token (B,), its fp32 log-prob (B,)."""
-    z = logits.float() / temperature
-    tok = (z - noise.log()).argmax(-1)
-    return tok, z.gather(1, tok[:, None])[:, 0] - z.logsumexp(-1)
 
 
 # ------------------------------------------------------------------------------------------ the kernels
@@ -178,107 +157,6 @@ def _silu_mul(GU, OUT, M, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
     tl.store(OUT + row * M + offs, (act * u).to(OUT.dtype.element_ty), mask=mask)
 
 
-@triton.jit
-def _exp_noise(seed, step, row, v0, BLOCK_V: tl.constexpr):
-    """Exp(1) noise E (fp32) of columns v0 .. v0 + BLOCK_V - 1 of one row at one decode step (v0 a multiple of 4):
-    Philox 4x32 keyed by `seed` (64 bits) gives four words per counter (column // 4, row, step, 0), the uniforms u
-    in [0, 1) of four neighbouring columns in order; E = -log u. (One Philox per column, keeping one word, made the
-    noise the sampling kernel's main cost: ten rounds of multiplies per column against one read of its logit.)"""
-    quad = (v0 // 4 + tl.arange(0, BLOCK_V // 4)).to(tl.uint32)
-    zero = tl.zeros_like(quad)
-    r0, r1, r2, r3 = tl.philox(seed, quad, zero + row.to(tl.uint32), zero + step.to(tl.uint32), zero)
-    r = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), [BLOCK_V])  # column 4q + j: word j of counter q
-    return -tl.log(tl.random.uint_to_uniform_float(r))
-
-
-@triton.jit
-def _race_noise(SEED, STEP, E, V, BLOCK_V: tl.constexpr):
-    row = tl.program_id(0)
-    v0 = tl.program_id(1) * BLOCK_V
-    cols = v0 + tl.arange(0, BLOCK_V)
-    e = _exp_noise(tl.load(SEED), tl.load(STEP), row, v0, BLOCK_V)
-    tl.store(E + row.to(tl.int64) * V + cols, e, mask=cols < V)
-
-
-@triton.jit
-def _race_partial(Z, SEED, STEP, M_OUT, L_OUT, BEST_OUT, ARG_OUT, V, NS, inv_temp, CHUNK: tl.constexpr,
-                  BLOCK_V: tl.constexpr, USE_GDC: tl.constexpr):
-    pdl_wait(USE_GDC)
-    row = tl.program_id(0)
-    split = tl.program_id(1)  # this program's columns: split * CHUNK .. (split + 1) * CHUNK
-    seed, step = tl.load(SEED), tl.load(STEP)
-    offs = tl.arange(0, BLOCK_V)
-    m = tl.full([BLOCK_V], float("-inf"), tl.float32)  # per-lane running max and sum of exp(z / T)
-    l = tl.zeros([BLOCK_V], tl.float32)
-    best = tl.full([BLOCK_V], float("-inf"), tl.float32)  # per-lane best race score and its column
-    arg = tl.zeros([BLOCK_V], tl.int32)
-    for v0 in range(split * CHUNK, split * CHUNK + CHUNK, BLOCK_V):
-        cols = v0 + offs
-        mask = cols < V
-        z = tl.load(Z + row.to(tl.int64) * V + cols, mask=mask, other=float("-inf")).to(tl.float32) * inv_temp
-        e = _exp_noise(seed, step, row, v0, BLOCK_V)
-        m_new = tl.maximum(m, z)
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a lane with no column yet: exp(-inf) = 0, no NaN
-        l = l * tl.exp(m - m_safe) + tl.where(mask, tl.exp(z - m_safe), 0.0)
-        m = m_new
-        race = tl.where(mask, z - tl.log(e), float("-inf"))
-        better = race > best  # strict: the first column wins a tie, as torch.argmax does
-        best = tl.where(better, race, best)
-        arg = tl.where(better, cols, arg)
-    top = tl.max(best, 0)
-    m_top = tl.max(m, 0)
-    out = row * NS + split
-    tl.store(M_OUT + out, m_top)
-    tl.store(L_OUT + out, tl.sum(l * tl.exp(m - tl.where(m_top == float("-inf"), 0.0, m_top)), 0))
-    tl.store(BEST_OUT + out, top)
-    tl.store(ARG_OUT + out, tl.min(tl.where(best == top, arg, V), 0))  # lowest column reaching the best score
-
-
-@triton.jit
-def _race_combine(Z, M_IN, L_IN, BEST_IN, ARG_IN, TOK, LOGP, V, NS, inv_temp, NS_PAD: tl.constexpr,
-                  USE_GDC: tl.constexpr):
-    pdl_wait(USE_GDC)
-    row = tl.program_id(0)
-    offs = tl.arange(0, NS_PAD)
-    mask = offs < NS
-    m = tl.load(M_IN + row * NS + offs, mask=mask, other=float("-inf"))
-    l = tl.load(L_IN + row * NS + offs, mask=mask, other=0.0)
-    best = tl.load(BEST_IN + row * NS + offs, mask=mask, other=float("-inf"))
-    arg = tl.load(ARG_IN + row * NS + offs, mask=mask, other=V)
-    m_row = tl.max(m, 0)
-    lse = m_row + tl.log(tl.sum(l * tl.exp(m - m_row), 0))  # exact: each chunk's sum rescaled to the row max
-    tok = tl.min(tl.where(best == tl.max(best, 0), arg, V), 0)
-    z_tok = tl.load(Z + row.to(tl.int64) * V + tok).to(tl.float32) * inv_temp
-    tl.store(TOK + row, tok.to(tl.int64))
-    tl.store(LOGP + row, z_tok - lse)
-
-
-@triton.jit
-def _record_step(TOK, LP, EOS, T, SLOT, TOKENS, LOGPROBS, LENGTHS, DONE, TOK_NEXT, N, T_MAX, N_EOS: tl.constexpr,
-                 ADVANCE_SLOT: tl.constexpr, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
-    pdl_wait(USE_GDC)
-    t = tl.load(T)  # one program for every row: it reads t before it advances t
-    for r0 in range(0, N, BLOCK):
-        rows = r0 + tl.arange(0, BLOCK)
-        mask = rows < N
-        tok = tl.load(TOK + rows, mask=mask, other=0)
-        lp = tl.load(LP + rows, mask=mask, other=0.0)
-        done = tl.load(DONE + rows, mask=mask, other=1) != 0
-        eos = tl.zeros((BLOCK,), tl.int1)
-        for e in tl.static_range(N_EOS):
-            eos = eos | (tok == tl.load(EOS + e))
-        hit = eos & ~done  # the rows that end here
-        col = rows.to(tl.int64) * T_MAX + t
-        tl.store(TOKENS + col, tl.where(done, 0, tok), mask=mask)
-        tl.store(LOGPROBS + col, tl.where(done, 0.0, lp), mask=mask)
-        tl.store(LENGTHS + rows, (t + 1).to(LENGTHS.dtype.element_ty), mask=mask & hit)
-        tl.store(DONE + rows, (done | hit).to(DONE.dtype.element_ty), mask=mask)
-        tl.store(TOK_NEXT + rows, tok, mask=mask)
-    tl.store(T, t + 1)
-    if ADVANCE_SLOT:
-        tl.store(SLOT, tl.load(SLOT) + 1)
-
-
 # ------------------------------------------------------------------------------------------ wrappers
 def rope_cache_write(qkv, inv_freq, k_cache, v_cache, slot, start, H, K, bias=None, pdl=False):
     """The kernel behind rope_cache_write_ref (same arguments; pdl: kernels.pdl_options). k/v_cache (B, K, S, D):
@@ -325,46 +203,9 @@ def silu_mul(gu, pdl=False):
     return out
 
 
-def race_noise(seed, step, B, V):
-    """The Exp(1) noise (B, V) fp32 sample_race draws at `step` with `seed` (int64 tensors (1,) on the device)."""
-    e, block = torch.empty(B, V, device=seed.device), 1024  # (any block, a multiple of 4: the counter is column // 4)
-    _race_noise[(B, triton.cdiv(V, block))](seed, step, e, V, BLOCK_V=block)
-    return e
-
-
-def sample_race(logits, temperature, seed, step, pdl=False):
-    """sample_race_ref(logits, race_noise(seed, step, B, V), temperature) with the noise drawn in the kernel, never
-    stored (pdl: kernels.pdl_options): logits (B, V) contiguous, seed and step int64 (1,) on the device (a CUDA
-    graph replays with their new values) -> token (B,), log-prob (B,).
-    The vocabulary is cut into chunks, one program each (a row alone is too little work for the GPU); a second,
-    tiny kernel combines the chunks' maxima, sums and winners exactly."""
-    B, V = logits.shape
-    ns = triton.cdiv(V, RACE_CHUNK)
-    m, l, best = (torch.empty(B, ns, device=logits.device, dtype=torch.float32) for _ in range(3))
-    arg = torch.empty(B, ns, device=logits.device, dtype=torch.int32)
-    _race_partial[(B, ns)](logits.contiguous(), seed, step, m, l, best, arg, V, ns, 1.0 / temperature,
-                           CHUNK=RACE_CHUNK, BLOCK_V=BLOCK_V, **pdl_options(logits.device, pdl))
-    tok = torch.empty(B, device=logits.device, dtype=torch.long)
-    logp = torch.empty(B, device=logits.device, dtype=torch.float32)
-    _race_combine[(B,)](logits, m, l, best, arg, tok, logp, V, ns, 1.0 / temperature,
-                        NS_PAD=triton.next_power_of_2(ns), **pdl_options(logits.device, pdl))
-    return tok, logp
-
-
-def record_step(tok, lp, eos, t, slot, tokens, logprobs, lengths, done, tok_next, advance_slot, pdl=False):
-    """The kernel behind decode_step.record_step_ref (same arguments, updated in place; pdl: kernels.pdl_options):
-    one launch for the dozen small ops that book a sampled token."""
-    N = tok.shape[0]
-    if tokens.shape[0] != N or not tokens.is_contiguous() or not logprobs.is_contiguous():
-        raise ValueError(f"record_step: {N} rows, tokens {tuple(tokens.shape)}: need one row each, contiguous")
-    _record_step[(1,)](tok, lp, eos, t, slot, tokens, logprobs, lengths, done, tok_next, N, tokens.shape[1],
-                       N_EOS=eos.numel(), ADVANCE_SLOT=advance_slot, BLOCK=min(1024, triton.next_power_of_2(N)),
-                       **pdl_options(tok.device, pdl))
-
-
 if __name__ == "__main__":  # each kernel against its twin at Qwen2.5-0.5B decode shapes, batch 64
     from triton.testing import do_bench
-    B, H, K, D, S, C, M, V = 64, 14, 2, 64, 1024, 896, 4864, 151936
+    B, H, K, D, S, C, M = 64, 14, 2, 64, 1024, 896, 4864
     dev, bf = "cuda", torch.bfloat16
     qkv = torch.randn(B, (H + 2 * K) * D, device=dev, dtype=bf)
     inv = 1.0 / 1e6 ** (torch.arange(0, D, 2, device=dev).float() / D)
@@ -372,13 +213,10 @@ if __name__ == "__main__":  # each kernel against its twin at Qwen2.5-0.5B decod
     slot, start = torch.tensor([700], device=dev), torch.zeros(B, dtype=torch.long, device=dev)
     x, r = (torch.randn(B, C, device=dev, dtype=bf) for _ in range(2))
     w = torch.ones(C, device=dev)
-    gu, z = torch.randn(B, 2 * M, device=dev, dtype=bf), torch.randn(B, V, device=dev, dtype=bf)
-    seed, step = torch.tensor([1234], device=dev), torch.tensor([5], device=dev)
-    race = lambda z, t: sample_race(z, t, seed, step)
-    race_twin = lambda z, t: sample_race_ref(z, torch.empty(z.shape, device=dev).exponential_(), t)  # torch's noise
+    gu = torch.randn(B, 2 * M, device=dev, dtype=bf)
     cases = {"rope_cache_write": (rope_cache_write, rope_cache_write_ref, (qkv, inv, kc, vc, slot, start, H, K)),
              "add_rms_norm": (add_rms_norm, add_rms_norm_ref, (x, r, w.to(bf), 1e-6)),
-             "silu_mul": (silu_mul, silu_mul_ref, (gu,)), "sample_race": (race, race_twin, (z, 1.0))}
+             "silu_mul": (silu_mul, silu_mul_ref, (gu,))}
     for name, (fast, ref, args) in cases.items():
         t_fast, t_ref = (do_bench(lambda f=f: f(*args), return_mode="median") for f in (fast, ref))
         print(f"{name:18s} kernel {t_fast * 1e3:7.1f} us, twin {t_ref * 1e3:7.1f} us, {t_ref / t_fast:.1f}x")

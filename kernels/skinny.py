@@ -123,10 +123,9 @@ def _gate_up_silu(X, W, OUT, B, M, K, sxb, swn, BLOCK_M: tl.constexpr, BLOCK_N: 
 
 
 def gate_up_config(B):
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages), from a sweep of 14 tilings on one H100 at Qwen2.5-0.5B's
-    gate/up (2 x 4,864 x 896) with cold weights (24 layers' worth, 2026-12-08 00:30 UTC): at 1 / 16 / 64 rows
-    8.6 / 8.6 / 9.7 us against 9.2 / 10.2 / 10.3 for cuBLAS's GEMM + silu_mul; at 128 and 256 rows no tiling beat
-    cuBLAS (11.0 and 13.8 us against at best 11.9 and 14.9), hence kernels/step.py's GATE_UP_MAX_ROWS = 64."""
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages): the best of 14 tilings swept at Qwen2.5-0.5B's gate/up
+    (2 x 4,864 x 896) with cold weights at 1, 16 and 64 rows (README, "Sampling speed"). Past 64 rows no tiling
+    beat cuBLAS, hence kernels/step.py's GATE_UP_MAX_ROWS."""
     if INTERPRET:
         return 16, 16, 16, 4, 1
     return (16, 64, 128, 4, 4) if B <= 16 else (64, 32, 128, 4, 3)

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from kernels import stacked_linear
 from kernels.decode import decode_attention
-from kernels.fused import add_rms_norm, record_step, rope_cache_write, sample_race, silu_mul
+from kernels.fused import add_rms_norm, rope_cache_write, silu_mul
+from kernels.sampling import record_step, sample_lm_head, sample_race
 from kernels.skinny import gate_up_silu, skinny_linear
 
 # Up to SKINNY_MAX_ROWS rows, q/k/v, o_proj and down_proj run as kernels/skinny.py's split-K GEMM (else cuBLAS); up
@@ -40,10 +41,12 @@ from kernels.skinny import gate_up_silu, skinny_linear
 SKINNY_MAX_ROWS = 256
 PDL_MAX_ROWS = 256
 # Up to GATE_UP_MAX_ROWS rows gate/up and SwiGLU run as one Triton GEMM (kernels/skinny.py: gate_up_silu), else as
-# cuBLAS's GEMM and silu_mul. Whole steps replayed on one H100 (2026-12-08 00:31 UTC): 0.791 ms against 0.824 at
-# batch 1, 1.010 against 1.002 at 64 (with a tiling since replaced by a faster one: 9.7 us against 11.6 alone),
-# 2.090 against 1.886 at 256.
+# cuBLAS's GEMM and silu_mul: the Triton GEMM was faster up to 64 rows and slower at 128 and 256 (README).
 GATE_UP_MAX_ROWS = 64
+# Up to LM_RACE_MAX_ROWS rows plain temperature sampling runs in the LM head's GEMM (kernels/sampling.py:
+# sample_lm_head), else as cuBLAS's LM head and then sample_race: the fused kernel was faster up to 128 rows and
+# slower at 256 (README).
+LM_RACE_MAX_ROWS = 128
 
 
 def pack_weights(model):
@@ -98,7 +101,7 @@ def decode_hidden(model, packed, freqs, tok, slot, start, cache):
 
 class FastDecode:
     """The fast decode step of one generate call: its packed weights, logits (N, V) from the hidden state above,
-    and plain temperature sampling as one kernel (kernels/fused.py: sample_race)."""
+    and plain temperature sampling as one kernel (kernels/sampling.py: sample_race)."""
 
     def __init__(self, model):
         self.model, self.packed = model, pack_weights(model)
@@ -116,9 +119,19 @@ class FastDecode:
         h = decode_hidden(self.model, self.packed, self.freqs, tok, slot, start, cache)  # (N, C)
         return self.model.lm_head(h)  # (N, V) in the weights' dtype: sample_race reads bf16 as is
 
+    def sample_next(self, tok, slot, start, cache, temperature, seed, step):
+        """The decode step with plain temperature sampling: what sample(self(tok, slot, start, cache), ...) draws,
+        with the LM head and the race as one pass over the vocabulary (sample_lm_head: no logits tensor) up to
+        LM_RACE_MAX_ROWS rows -> token (N,), log-prob (N,)."""
+        h = decode_hidden(self.model, self.packed, self.freqs, tok, slot, start, cache)  # (N, C)
+        pdl = tok.shape[0] <= PDL_MAX_ROWS
+        if tok.shape[0] <= LM_RACE_MAX_ROWS:
+            return sample_lm_head(h, self.model.lm_head.weight, temperature, seed, step, pdl)
+        return sample_race(self.model.lm_head(h), temperature, seed, step, pdl)
+
     @staticmethod
     def record(tok, lp, eos, t, slot, tokens, logprobs, lengths, done, tok_next, advance_slot):
-        """decode_step.record_step_ref as one kernel (kernels/fused.py: record_step)."""
+        """decode_step.record_step_ref as one kernel (kernels/sampling.py: record_step)."""
         record_step(tok, lp, eos, t, slot, tokens, logprobs, lengths, done, tok_next, advance_slot,
                     pdl=tok.shape[0] <= PDL_MAX_ROWS)
 

@@ -290,7 +290,8 @@ def test_reference_path_imports_without_triton():
 
 # --------------------------------------------------------------- the fused decode kernels (kernels/fused.py)
 from kernels.fused import (add_rms_norm, add_rms_norm_ref, rope_cache_write, rope_cache_write_ref,  # noqa: E402
-                           race_noise, sample_race, sample_race_ref, silu_mul, silu_mul_ref)
+                           silu_mul, silu_mul_ref)
+from kernels.sampling import race_noise, sample_race, sample_race_ref  # noqa: E402
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if not CUDA else [torch.bfloat16])
@@ -421,6 +422,24 @@ def test_sample_race_picks_the_tokens_its_twin_picks_on_the_same_noise(temperatu
                                atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("B,V,C", [(3, 1000, 32), (20, 2100, 48)])  # rows past one row tile, V past a column tile
+def test_sample_lm_head_draws_what_the_race_draws_on_the_lm_heads_logits(B, V, C):
+    """The LM head's GEMM with the race in its epilogue (no logits tensor) against its twin: sample_race_ref on
+    F.linear's logits and race_noise's tensor: the same tokens, the log-prob of the token under softmax(z / T)."""
+    from kernels.sampling import sample_lm_head
+    g = torch.Generator().manual_seed(4)
+    dtype = torch.bfloat16 if CUDA else torch.float32
+    h, w = torch.randn(B, C, generator=g).to(DEVICE, dtype), torch.randn(V, C, generator=g).to(DEVICE, dtype)
+    seed, step = torch.tensor([2**40 + 17], device=DEVICE), torch.tensor([9], device=DEVICE)
+    logits = torch.nn.functional.linear(h.float(), w.float()).to(dtype)  # exact sums, rounded once: as the kernel
+    tok, lp = sample_lm_head(h, w, 0.7, seed, step)
+    tok_ref, lp_ref = sample_race_ref(logits, race_noise(seed, step, B, V), 0.7)
+    assert torch.equal(tok, tok_ref)
+    torch.testing.assert_close(lp, lp_ref, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="sample_lm_head"):
+        sample_lm_head(h, w[:, 1:], 0.7, seed, step)
+
+
 def test_race_noise_is_exp1_repeatable_and_new_at_every_step_row_and_seed():
     """The Philox noise: Exp(1) (mean, tail, Kolmogorov-Smirnov distance), the same for the same (seed, step),
     and unrelated across steps, rows, columns and seeds."""
@@ -442,11 +461,11 @@ def test_race_noise_is_exp1_repeatable_and_new_at_every_step_row_and_seed():
 
 @pytest.mark.parametrize("n_eos", [0, 1, 3])
 def test_record_step_books_what_its_twin_books(n_eos):
-    """The one-kernel booking of a sampled token (kernels/fused.py: record_step) against decode_step's ops, over
+    """The one-kernel booking of a sampled token (kernels/sampling.py: record_step) against decode_step's ops, over
     three steps: output columns (padding once a row is done), EOS hits (lengths, done), the next input token and
     the counters t and slot."""
     from decode_step import record_step_ref
-    from kernels.fused import record_step
+    from kernels.sampling import record_step
     g = torch.Generator().manual_seed(9)
     N, T = 21, 5  # rows: not a power of two
     eos = torch.tensor([7, 3, 11][:n_eos], dtype=torch.long, device=DEVICE)

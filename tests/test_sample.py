@@ -254,7 +254,7 @@ def test_fast_path_draws_the_tokens_of_its_twins(model, monkeypatch):
     """Fused kernels + one-pass sampling against the plain forward: greedy, the tokens of sample_token; seeded
     sampling, the tokens of the sampler's twin (sample_race_ref on race_noise's tensor of the same noise). fp32:
     the two logit computations differ by float rounding only."""
-    from kernels.fused import race_noise, sample_race_ref
+    from kernels.sampling import race_noise, sample_race_ref
     from kernels.step import FastDecode
     run = lambda **kw: generate(model, PROMPTS, num_samples=2, max_new_tokens=12, **kw)
     greedy = run(temperature=0)
