@@ -145,16 +145,22 @@ def _add_rms_norm(X, R, W, H_OUT, S_OUT, C, NP: tl.constexpr, srp, eps, HAS_R: t
 
 
 @triton.jit
+def swiglu_rounded(g, u, dtype: tl.constexpr):
+    """silu(g) * u rounded as F.silu(gate) * up rounds in `dtype`: g and u fp32 holding dtype values, silu(g)
+    rounded to dtype, then the product (silu_mul here, and kernels/skinny.py's gate_up_silu epilogue)."""
+    act = (g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32)
+    return (act * u).to(dtype)
+
+
+@triton.jit
 def _silu_mul(GU, OUT, M, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
     pdl_wait(USE_GDC)
     row = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
-    g = tl.load(GU + row * 2 * M + offs, mask=mask, other=0.0)
+    g = tl.load(GU + row * 2 * M + offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(GU + row * 2 * M + M + offs, mask=mask, other=0.0).to(tl.float32)
-    gf = g.to(tl.float32)
-    act = (gf / (1.0 + tl.exp(-gf))).to(g.dtype).to(tl.float32)  # F.silu rounds to the input dtype, then * up
-    tl.store(OUT + row * M + offs, (act * u).to(OUT.dtype.element_ty), mask=mask)
+    tl.store(OUT + row * M + offs, swiglu_rounded(g, u, OUT.dtype.element_ty), mask=mask)  # (OUT: gu's dtype)
 
 
 # ------------------------------------------------------------------------------------------ wrappers

@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from kernels import pdl_options
-from kernels.fused import pdl_wait
+from kernels.fused import pdl_wait, swiglu_rounded
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -118,8 +118,8 @@ def _gate_up_silu(X, W, OUT, B, M, K, sxb, swn, BLOCK_M: tl.constexpr, BLOCK_N: 
     dtype = OUT.dtype.element_ty
     g = acc_g.to(dtype).to(tl.float32)  # each GEMM output rounded, as cuBLAS rounds gu
     u = acc_u.to(dtype).to(tl.float32)
-    act = (g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32)  # F.silu rounds to the dtype, then * up
-    tl.store(OUT + offs_m[:, None] * M + offs_n[None, :], (act * u).to(dtype), mask=rows[:, None] & outs[None, :])
+    out = swiglu_rounded(g, u, dtype)
+    tl.store(OUT + offs_m[:, None] * M + offs_n[None, :], out, mask=rows[:, None] & outs[None, :])
 
 
 def gate_up_config(B):
