@@ -101,7 +101,8 @@ def decode_hidden(model, packed, freqs, tok, slot, start, cache):
 
 class FastDecode:
     """The fast decode step of one generate call: its packed weights, logits (N, V) from the hidden state above,
-    and plain temperature sampling as one kernel (kernels/sampling.py: sample_race)."""
+    plain temperature sampling on logits (sample) or inside the LM head (sample_next), and the token's booking
+    (record), each in kernels/sampling.py."""
 
     def __init__(self, model):
         self.model, self.packed = model, pack_weights(model)
