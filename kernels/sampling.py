@@ -47,16 +47,24 @@ def sample_race_ref(logits, noise, temperature):
 
 # ------------------------------------------------------------------------------------------ the kernels
 @triton.jit
-def _exp_noise(seed, step, row, v0, BLOCK_V: tl.constexpr):
-    """Exp(1) noise E (fp32) of columns v0 .. v0 + BLOCK_V - 1 of one row at one decode step (v0 a multiple of 4):
-    Philox 4x32 keyed by `seed` (64 bits) gives four words per counter (column // 4, row, step, 0), the uniforms u
-    in [0, 1) of four neighbouring columns in order; E = -log u. (One Philox per column, keeping one word, made the
-    noise the sampling kernel's main cost: ten rounds of multiplies per column against one read of its logit.)"""
+def _exp_noise_tile(seed, step, rows, v0, BLOCK_V: tl.constexpr):
+    """Exp(1) noise E (fp32) of columns v0 .. v0 + BLOCK_V - 1 of rows `rows` (BLOCK_M,) at one decode step (v0 a
+    multiple of 4) -> (BLOCK_M, BLOCK_V): Philox 4x32 keyed by `seed` (64 bits) gives four words per counter
+    (column // 4, row, step, 0), the uniforms u in [0, 1) of four neighbouring columns in order; E = -log u. (One
+    Philox per column, keeping one word, made the noise the sampling kernel's main cost: ten rounds of multiplies
+    per column against one read of its logit.)"""
     quad = (v0 // 4 + tl.arange(0, BLOCK_V // 4)).to(tl.uint32)
-    zero = tl.zeros_like(quad)
-    r0, r1, r2, r3 = tl.philox(seed, quad, zero + row.to(tl.uint32), zero + step.to(tl.uint32), zero)
-    r = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), [BLOCK_V])  # column 4q + j: word j of counter q
+    zero = tl.zeros([rows.shape[0], BLOCK_V // 4], tl.uint32)
+    r0, r1, r2, r3 = tl.philox(seed, zero + quad[None, :], zero + rows.to(tl.uint32)[:, None],
+                               zero + step.to(tl.uint32), zero)
+    r = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), [rows.shape[0], BLOCK_V])  # column 4q + j: word j
     return -tl.log(tl.random.uint_to_uniform_float(r))
+
+
+@triton.jit
+def _exp_noise(seed, step, row, v0, BLOCK_V: tl.constexpr):
+    """_exp_noise_tile of one row -> (BLOCK_V,)."""
+    return tl.reshape(_exp_noise_tile(seed, step, tl.zeros([1], tl.int32) + row, v0, BLOCK_V), [BLOCK_V])
 
 
 @triton.jit
@@ -66,17 +74,6 @@ def _race_noise(SEED, STEP, E, V, BLOCK_V: tl.constexpr):
     cols = v0 + tl.arange(0, BLOCK_V)
     e = _exp_noise(tl.load(SEED), tl.load(STEP), row, v0, BLOCK_V)
     tl.store(E + row.to(tl.int64) * V + cols, e, mask=cols < V)
-
-
-@triton.jit
-def _exp_noise_tile(seed, step, rows, v0, BLOCK_V: tl.constexpr):
-    """_exp_noise for several rows at once: rows (BLOCK_M,) -> (BLOCK_M, BLOCK_V), the same counters and words."""
-    quad = (v0 // 4 + tl.arange(0, BLOCK_V // 4)).to(tl.uint32)
-    zero = tl.zeros([rows.shape[0], BLOCK_V // 4], tl.uint32)
-    r0, r1, r2, r3 = tl.philox(seed, zero + quad[None, :], zero + rows.to(tl.uint32)[:, None],
-                               zero + step.to(tl.uint32), zero)
-    r = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), [rows.shape[0], BLOCK_V])
-    return -tl.log(tl.random.uint_to_uniform_float(r))
 
 
 @triton.jit
