@@ -72,7 +72,6 @@ def sweep(module, config_name, tilings, batches, baseline, contender, check=None
                 setattr(module, config_name, lambda B, t=tiling: t)
                 bad = check(x) if check else None
                 row[str(tiling)] = bad or contender(x)
-            setattr(module, config_name, real)
             row["default"] = str(real(B))
             out[B] = row
             print(f"B={B:3d}", {k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
