@@ -20,6 +20,8 @@ For our default path (Triton kernels + the whole step as one CUDA graph) it also
   - kernels per decode step, and per layer: counted with torch.profiler over eager runs of the step the graph
     captures (a model cut to 1 and 2 layers gives the per-layer count and the count outside the layers);
   - replay-only time: the captured step replayed for every token, no host work at all;
+  - the phases of a kept call (set-up, reset, prefill, token 0, decode loop, finish: generate_phases), so that
+    what a call spends beyond its replays (~70 ms at every batch on 2026-12-08) is accounted for;
   - roofline share: a step must read every weight once (tied embedding once: the LM head reads it all) and the
     KV cache up to the current slot; bytes / step time against the device-to-device copy bandwidth measured at
     the start of this run (bytes read + bytes written of a 1 GiB copy).
@@ -103,6 +105,40 @@ def replay_seconds(model, B, prompt_len, n_new):
     return (time.perf_counter() - t) / (n_new - 1)
 
 
+def generate_phases(call, n_new):
+    """Where one kept generate call's time goes, in ms; `call(on_step=...)` runs it. Each mark waits for the GPU:
+    set_up (the host's work before the step's reset), reset (the weights packed again, the buffers cleared),
+    prefill, token_0 (the prefill's logits sampled and booked), decode_loop (n_new - 1 graph replays and the host
+    checks), finish (the last check, copies to the host, the NaN check)."""
+    marks = []
+
+    def mark():
+        torch.cuda.synchronize()
+        marks.append(time.perf_counter())
+
+    def reset(self, *args, **kw):
+        mark()
+        plain_reset(self, *args, **kw)
+        mark()
+
+    def record(self, *args, **kw):
+        mark()
+        plain_record(self, *args, **kw)
+
+    plain_reset, plain_record = DecodeStep.reset, DecodeStep.record
+    DecodeStep.reset, DecodeStep.record = reset, record
+    try:
+        mark()
+        call(on_step=lambda tokens, done: mark() if tokens.shape[1] in (1, n_new) else None)
+        mark()
+    finally:
+        DecodeStep.reset, DecodeStep.record = plain_reset, plain_record
+    names = ("set_up", "reset", "prefill", "token_0", "decode_loop", "finish")
+    if len(marks) != len(names) + 1:  # (a call that built its own step, or stopped early)
+        raise RuntimeError(f"generate_phases: {len(marks)} marks, expected {len(names) + 1}")
+    return {k: (b - a) * 1e3 for k, a, b in zip(names, marks, marks[1:])} | {"total": (marks[-1] - marks[0]) * 1e3}
+
+
 def kernels_per_step(model, B, prompt_len):
     """(kernels per decode step, per layer) of the step the graph captures, counted by torch.profiler."""
     from torch.profiler import ProfilerActivity, profile
@@ -150,11 +186,11 @@ def main():
 
     default_rows = step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS
 
-    def ours_gen(B, use_kernels, rows=default_rows, keep=True):  # rows: (SKINNY_MAX_ROWS, PDL_MAX_ROWS)
+    def ours_gen(B, use_kernels, rows=default_rows, keep=True, **kw):  # rows: (SKINNY_MAX_ROWS, PDL_MAX_ROWS)
         ours.use_kernels = use_kernels
         step_kernels.SKINNY_MAX_ROWS, step_kernels.PDL_MAX_ROWS = rows
         prompts = torch.randint(0, 151000, (B, args.prompt_len)).tolist()
-        return generate(ours, prompts, max_new_tokens=N, temperature=1.0, seed=0, keep=keep)
+        return generate(ours, prompts, max_new_tokens=N, temperature=1.0, seed=0, keep=keep, **kw)
 
     def hf_gen(B, **kw):
         x = torch.randint(0, 151000, (B, args.prompt_len), device=dev)
@@ -181,6 +217,7 @@ def main():
                 _, dt, peak = timed(lambda: fn(B))
                 r = dict(tok_s=B * N / dt, s=dt, peak_gib=peak)
                 if name == "ours":
+                    r["phases_ms"] = generate_phases(lambda **kw: ours_gen(B, True, **kw), N)  # a kept call again
                     _, r["first_call_s"], _ = timed(lambda: ours_gen(B, True, keep=False))  # builds its own step
                     context = args.prompt_len + N / 2  # mean cache length over the generation
                     r["replay_ms"] = replay_seconds(ours, B, args.prompt_len, N) * 1e3
@@ -210,6 +247,10 @@ def main():
             print(f"{B:>6} {o['tok_s']:>11.0f} {hc or 0:>18.0f} {ratio or 0:>6.1f} {o['replay_ms']:>10.3f} "
                   f"{o['roofline_share']:>9.1%} {o['replay_roofline_share']:>9.1%} {o['kernels_per_layer']:>14} "
                   f"{o['kernels_per_step']:>6} {o['peak_gib']:>9.2f}")
+    for B in args.batches:
+        phases = res["results"].get(f"ours_B{B}", {}).get("phases_ms")
+        if phases:
+            print(f"batch {B}, one kept call, ms: " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
     out.write_text(json.dumps(res, indent=1))
     print(f"wrote {out}")
 
