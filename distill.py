@@ -17,13 +17,12 @@ Deviations from the paper: R1 also drops traces with mixed languages, long parag
 generative reward model for problems without a rule-checkable answer; here only rule-verified answers are kept.
 """
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import rewards
 from tokenizer import TEMPLATES, completion_prefix, render_prompt, resolve_template
-from train_utils import option, parse_config
+from train_utils import option, parse_config, run_cli
 
 
 def keep_verified(examples, completions, num_samples, max_per_problem=1, prefixes=None):
@@ -115,7 +114,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    run_cli(main)

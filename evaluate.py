@@ -23,7 +23,6 @@ figures beside ours where it reports the model and dataset (DeepSeek-R1 Table 5)
   think block: answers and format are scored on tokenizer.completion_prefix(prompt) + completion.
 """
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import rewards
 from answers import CHECKERS
 from tasks import load_task
 from tokenizer import TEMPLATES, completion_prefix, render_prompt, resolve_template
-from train_utils import option, parse_config
+from train_utils import option, parse_config, run_cli
 
 # What DeepSeek-R1 (Table 5) reports for its distilled models, in the keys of our summary (maj@64 is cons@64).
 PAPER_FIGURES = {
@@ -251,7 +250,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError, ImportError) as e:  # ImportError: --answer-checker's package is missing
-        sys.exit(f"error: {e}")
+    run_cli(main)

@@ -47,7 +47,6 @@ Shape legend: P prompts per step, G completions per prompt, N = P*G rows, M rows
 Tp prompt length (left-padded), Tc completion length, C hidden, V vocab.
 """
 import math
-import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -437,10 +436,8 @@ def build_trainer(model, config, device, ckpt):
     if config.beta > 0:
         ref = load_model(config.model, device, config.dtype, kernels=not config.no_kernels)[0].eval()
         ref.requires_grad_(False)
-    sampler = tu.full_copy(model, config.fsdp)  # DIST: samples and is saved (--fsdp: a full copy per rank)
-    model = tu.wrap_model(model, config.fsdp)  # DIST: DDP, or FSDP2 shards (before the optimizer sees them)
-    optimizer = tu.MasterAdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    start_step, position = tu.load_trainer_state(ckpt, optimizer) if ckpt else (0, 0)
+    # DIST: the sampler is the full copy that samples and is saved (--fsdp: one per rank); the model DDP or FSDP2.
+    model, sampler, optimizer, start_step, position = tu.setup_training(model, config, ckpt)
     if ckpt:
         print(f"resumed from {ckpt} at step {start_step}")
     return model, sampler, ref, optimizer, start_step, position
@@ -460,7 +457,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError, ImportError) as e:  # ImportError: --answer-checker's package is missing
-        sys.exit(f"error: {e}")
+    tu.run_cli(main)

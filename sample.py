@@ -26,7 +26,6 @@ Shape legend: P prompts, G samples per prompt, N = P*G rows, T time, V vocab.
 """
 import argparse
 import math
-import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -267,7 +266,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    from train_utils import run_cli  # (not at the top: train_utils imports this module)
+    run_cli(main)

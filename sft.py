@@ -37,7 +37,6 @@ Shape legend: T tokens in a packed row, C hidden, V vocab, N learnt tokens.
 """
 import math
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,10 +278,8 @@ def train(config):
     docs = [tokenize_example(tok, r, eos_id, config.pretrain) for r in rows]
     eval_set = pack([tokenize_example(tok, r, eos_id, config.pretrain) for r in eval_rows], config.max_length)
     tu.share(range(config.gradient_accumulation_steps), "--gradient-accumulation-steps")  # DIST: refuse early
-    full = tu.full_copy(model, config.fsdp)  # DIST: evaluates and is saved (--fsdp: a full copy per rank)
-    model = tu.wrap_model(model, config.fsdp)  # DIST: DDP, or FSDP2 shards (before the optimizer sees them)
-    optimizer = tu.MasterAdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    step, (epoch, index) = tu.load_trainer_state(ckpt, optimizer) if ckpt else (0, (0, 0))
+    # DIST: `full` is the full copy that evaluates and is saved (--fsdp: one per rank); the model DDP or FSDP2.
+    model, full, optimizer, step, (epoch, index) = tu.setup_training(model, config, ckpt, position=(0, 0))
     if ckpt:
         print(f"resumed from {ckpt} at step {step} (epoch {epoch}, row {index})")
     rows_per_epoch = len(epoch_rows(docs, config.max_length, config.seed, 0))
@@ -334,7 +331,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    tu.run_cli(main)

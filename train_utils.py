@@ -335,6 +335,15 @@ def saved_args(ckpt_dir):
     return dict(state.get("args", {})) if state is not None else {}
 
 
+def run_cli(main):
+    """A command's entry point: a mistake the user can act on (a wrong path, a bad value, a missing optional package
+    such as math-verify) ends the run with its one-line message instead of a traceback."""
+    try:
+        main()
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        sys.exit(f"error: {e}")
+
+
 def command_config(cls, argv=None):
     """What a command runs with: its flags (parse_config), or with --resume the run's own settings for every flag
     not given (resumed_config); a required flag (sft's --data) may then be left out: the run's value is used."""
@@ -827,6 +836,18 @@ def full_copy(model, fsdp=False):
         return model
     import copy
     return copy.deepcopy(model).requires_grad_(False)
+
+
+def setup_training(model, config, ckpt, position=0):
+    """What grpo.py and sft.py both train with: the full copy that samples, evaluates and is saved (full_copy),
+    the model wrapped for several processes (wrap_model), its MasterAdamW (config's learning_rate, weight_decay)
+    and the step and data position, restored from ckpt (else 0 and `position`) -> (model, copy, optimizer, step,
+    position)."""
+    copy = full_copy(model, config.fsdp)  # before wrap_model shards the weights
+    model = wrap_model(model, config.fsdp)  # before the optimizer sees the parameters
+    optimizer = MasterAdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    step, position = load_trainer_state(ckpt, optimizer) if ckpt else (0, position)
+    return model, copy, optimizer, step, position
 
 
 @torch.no_grad()
