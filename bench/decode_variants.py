@@ -114,13 +114,17 @@ def main():
         one_chunk = lambda B, K, S, device: 1  # decode attention over the whole cache in one program per (row, head)
         variants = {"default": {}, "cuBLAS LM head + sample_race": dict(LM_RACE_MAX_ROWS=0),
                     "cuBLAS gate/up + silu_mul": dict(GATE_UP_MAX_ROWS=0),
-                    "decode attention in one chunk": dict(default_num_splits=one_chunk)}
-        home = {"LM_RACE_MAX_ROWS": step, "GATE_UP_MAX_ROWS": step, "default_num_splits": decode}
+                    "decode attention in one chunk": dict(default_num_splits=one_chunk),
+                    "add + RMSNorm in the GEMMs' prologues": dict(NORM_GEMM_MAX_ROWS=64)}  # (on at 1 and 64 rows)
+        home = {"LM_RACE_MAX_ROWS": step, "GATE_UP_MAX_ROWS": step, "NORM_GEMM_MAX_ROWS": step,
+                "default_num_splits": decode}
         real = {name: getattr(module, name) for name, module in home.items()}
         res["step_ms"] = {}
         try:
             for B in (1, 64, 128, 256):
                 for label, settings in variants.items():
+                    if "NORM_GEMM_MAX_ROWS" in settings and B > step.GATE_UP_MAX_ROWS:
+                        continue  # (the fold needs gate_up_silu: the default itself)
                     for name, value in {**real, **settings}.items():
                         setattr(home[name], name, value)
                     ms = replay_seconds(model, B, 64, 512) * 1e3

@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from kernels import pdl_options
-from kernels.fused import pdl_wait, swiglu_rounded
+from kernels.fused import add_rms_norm_ref, pdl_wait, summed_partials, swiglu_rounded
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -37,8 +37,53 @@ def skinny_linear_ref(x, weight):
 
 
 @triton.jit
-def _skinny_linear(X, W, OUT, B, N, K, sxb, swn, CHUNK, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr):
+def _residual_tile(X, R, NP: tl.constexpr, srp, offs_m, rows, offs_k, in_k, K, HAS_R: tl.constexpr):
+    """s = x + r at rows offs_m and columns offs_k of the residual stream X (B, K), in X's dtype, rounded as
+    add_rms_norm rounds: r's NP partials summed in fp32 and rounded, then the sum."""
+    offs, mask = offs_m[:, None] * K + offs_k[None, :], rows[:, None] & in_k[None, :]
+    s = tl.load(X + offs, mask=mask, other=0.0)
+    if HAS_R:
+        r = summed_partials(R, NP, srp, offs, mask).to(s.dtype).to(tl.float32)
+        s = (s.to(tl.float32) + r).to(s.dtype)
+    return s
+
+
+@triton.jit
+def _norm_prologue(X, R, S_OUT, NP: tl.constexpr, srp, offs_m, rows, K, eps, write, HAS_R: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The first pass of a GEMM that normalises its own input: 1 / rms(s) of each of its rows (BLOCK_M,), over
+    all K columns (a program of a split-K GEMM reads only its chunk of the row, but the norm needs all of it);
+    where `write` (one program per row block), s itself is stored to S_OUT, the residual stream's next value."""
+    sq = tl.zeros((BLOCK_M,), tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        in_k = offs_k < K
+        s = _residual_tile(X, R, NP, srp, offs_m, rows, offs_k, in_k, K, HAS_R)
+        if HAS_R:  # (without r, s is x: nothing new to store)
+            if write:
+                tl.store(S_OUT + offs_m[:, None] * K + offs_k[None, :], s, mask=rows[:, None] & in_k[None, :])
+        sf = s.to(tl.float32)
+        sq += tl.sum(sf * sf, 1)
+    return 1.0 / tl.sqrt(sq / K + eps)
+
+
+@triton.jit
+def _gemm_input(X, R, NW, NP: tl.constexpr, srp, sxb, offs_m, rows, offs_k, in_k, K, rstd, NORM: tl.constexpr,
+                HAS_R: tl.constexpr):
+    """The GEMM's input tile (BLOCK_M, BLOCK_K): X's rows as they are, or (NORM) RMSNorm(x + r) with the norm's
+    weight NW, rounded as add_rms_norm rounds (the normalised value in X's dtype, then the scaled one)."""
+    if NORM:
+        s = _residual_tile(X, R, NP, srp, offs_m, rows, offs_k, in_k, K, HAS_R)
+        nw = tl.load(NW + offs_k, mask=in_k, other=0.0).to(tl.float32)
+        h = (s.to(tl.float32) * rstd[:, None]).to(s.dtype).to(tl.float32) * nw[None, :]
+        return h.to(s.dtype)
+    return tl.load(X + offs_m[:, None] * sxb + offs_k[None, :], mask=rows[:, None] & in_k[None, :], other=0.0)
+
+
+@triton.jit
+def _skinny_linear(X, W, OUT, R, NW, S_OUT, B, N, K, sxb, swn, CHUNK, NP: tl.constexpr, srp, eps,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM: tl.constexpr,
+                   HAS_R: tl.constexpr, USE_GDC: tl.constexpr):
     pdl_wait(USE_GDC)
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -46,11 +91,15 @@ def _skinny_linear(X, W, OUT, B, N, K, sxb, swn, CHUNK, BLOCK_M: tl.constexpr,
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rows, outs = offs_m < B, offs_n < N
+    rstd = tl.zeros((BLOCK_M,), tl.float32)
+    if NORM:
+        rstd = _norm_prologue(X, R, S_OUT, NP, srp, offs_m, rows, K, eps, (pid_n == 0) & (split == 0), HAS_R,
+                              BLOCK_M, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for k0 in range(split * CHUNK, (split + 1) * CHUNK, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         in_k = offs_k < K  # (the last chunk may run past K)
-        x = tl.load(X + offs_m[:, None] * sxb + offs_k[None, :], mask=rows[:, None] & in_k[None, :], other=0.0)
+        x = _gemm_input(X, R, NW, NP, srp, sxb, offs_m, rows, offs_k, in_k, K, rstd, NORM, HAS_R)
         w = tl.load(W + offs_n[:, None] * swn + offs_k[None, :], mask=outs[:, None] & in_k[None, :], other=0.0)
         acc = tl.dot(x, tl.trans(w), acc)  # (BLOCK_M, BLOCK_N)
     tl.store(OUT + (split * B + offs_m[:, None]) * N + offs_n[None, :], acc, mask=rows[:, None] & outs[None, :])
@@ -69,9 +118,11 @@ def skinny_config(B, N, K):
     return max(1, min(8, 128 // tiles, K // 128)), block_m, block_n, 128, 4 if K > 2048 else 3
 
 
-def skinny_linear(x, weight, splits=None, pdl=False):
+def skinny_linear(x, weight, splits=None, pdl=False, norm=None):
     """The kernel behind skinny_linear_ref: x (B, K), weight (N, K), last dims contiguous -> (S, B, N) fp32.
-    splits=None: skinny_config's. pdl: programmatic dependent launch (kernels.pdl_options)."""
+    splits=None: skinny_config's. pdl: programmatic dependent launch (kernels.pdl_options). norm=(r, weight, eps):
+    the GEMM of add_rms_norm(x, r, weight, eps)'s h, the norm done in the GEMM's prologue (normed_ref) ->
+    (partials, s)."""
     (B, K), N = x.shape, weight.shape[0]
     if weight.shape[1] != K or x.stride(1) != 1 or weight.stride(1) != 1:
         raise ValueError(f"skinny_linear: x {tuple(x.shape)} and weight {tuple(weight.shape)} need the same K "
@@ -81,10 +132,35 @@ def skinny_linear(x, weight, splits=None, pdl=False):
     chunk = triton.cdiv(triton.cdiv(K, splits), block_k) * block_k
     out = torch.empty(splits, B, N, device=x.device, dtype=torch.float32)
     grid = (triton.cdiv(N, block_n), triton.cdiv(B, block_m), splits)
-    _skinny_linear[grid](x, weight, out, B, N, K, x.stride(0), weight.stride(0), chunk,
-                         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-                         num_warps=4, num_stages=stages, **pdl_options(x.device, pdl))
-    return out
+    r, nw, s_out, np_, srp, eps = _norm_args(x, norm)
+    _skinny_linear[grid](x, weight, out, r, nw, s_out, B, N, K, x.stride(0), weight.stride(0), chunk, np_, srp, eps,
+                         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm is not None,
+                         HAS_R=norm is not None and norm[0] is not None, num_warps=4, num_stages=stages,
+                         **pdl_options(x.device, pdl))
+    return out if norm is None else (out, s_out if norm[0] is not None else x)
+
+
+# ------------------------------------------------------------------------------------------ the norm in the prologue
+def normed_ref(gemm_ref, x, r, norm_weight, eps, weight):
+    """The twin of a GEMM given norm=(r, norm_weight, eps): add_rms_norm_ref, then gemm_ref on its h -> (the
+    GEMM's output, s = x + r)."""
+    h, s = add_rms_norm_ref(x, r, norm_weight, eps)
+    return gemm_ref(h, weight), s
+
+
+def _norm_args(x, norm):
+    """The kernels' norm arguments for norm=(r, weight, eps) or None: (r as partials (NP, B, C), norm weight,
+    s's buffer, NP, r's partial stride, eps); placeholders (x) where a tensor is not used."""
+    if norm is None:
+        return x, x, x, 1, 0, 0.0
+    r, weight, eps = norm
+    if x.stride(0) != x.shape[1] or weight.shape != x.shape[1:] or (r is not None and r.shape[-2:] != x.shape):
+        raise ValueError(f"normed GEMM: the residual x {tuple(x.shape)} (contiguous), r "
+                         f"{None if r is None else tuple(r.shape)} and the norm weight {tuple(weight.shape)} do not fit")
+    if r is None:  # the first layer's norm: s is x itself, nothing to store
+        return x, weight, x, 1, 0, eps
+    r = (r if r.dim() == 3 else r[None]).contiguous()
+    return r, weight, torch.empty_like(x), r.shape[0], r.stride(0), eps
 
 
 # ------------------------------------------------------------------------------------------ gate/up + SwiGLU
@@ -96,20 +172,24 @@ def gate_up_silu_ref(x, weight):
 
 
 @triton.jit
-def _gate_up_silu(X, W, OUT, B, M, K, sxb, swn, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                  BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr):
+def _gate_up_silu(X, W, OUT, R, NW, S_OUT, B, M, K, sxb, swn, NP: tl.constexpr, srp, eps, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM: tl.constexpr, HAS_R: tl.constexpr,
+                  USE_GDC: tl.constexpr):
     pdl_wait(USE_GDC)
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # MLP columns: gate rows offs_n, up rows M + offs_n of W
     rows, outs = offs_m < B, offs_n < M
+    rstd = tl.zeros((BLOCK_M,), tl.float32)
+    if NORM:
+        rstd = _norm_prologue(X, R, S_OUT, NP, srp, offs_m, rows, K, eps, pid_n == 0, HAS_R, BLOCK_M, BLOCK_K)
     acc_g = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     acc_u = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         in_k = offs_k < K
-        x = tl.load(X + offs_m[:, None] * sxb + offs_k[None, :], mask=rows[:, None] & in_k[None, :], other=0.0)
+        x = _gemm_input(X, R, NW, NP, srp, sxb, offs_m, rows, offs_k, in_k, K, rstd, NORM, HAS_R)
         w_mask = outs[:, None] & in_k[None, :]
         wg = tl.load(W + offs_n[:, None] * swn + offs_k[None, :], mask=w_mask, other=0.0)
         wu = tl.load(W + (M + offs_n[:, None]) * swn + offs_k[None, :], mask=w_mask, other=0.0)
@@ -131,10 +211,11 @@ def gate_up_config(B):
     return (16, 64, 128, 4, 4) if B <= 16 else (64, 32, 128, 4, 3)
 
 
-def gate_up_silu(x, weight, pdl=False):
+def gate_up_silu(x, weight, pdl=False, norm=None):
     """The kernel behind gate_up_silu_ref: the MLP's two projections and SwiGLU in one launch, its epilogue
     pairing gate column n with up column n (no (B, 2M) intermediate, no silu_mul kernel). x (B, C), weight
-    (2M, C), last dims contiguous -> (B, M) in x's dtype. pdl: kernels.pdl_options."""
+    (2M, C), last dims contiguous -> (B, M) in x's dtype. pdl: kernels.pdl_options. norm=(r, weight, eps): of
+    add_rms_norm(x, r, weight, eps)'s h, the norm done in the prologue (normed_ref) -> (out, s)."""
     (B, K), M = x.shape, weight.shape[0] // 2
     if weight.shape != (2 * M, K) or x.stride(1) != 1 or weight.stride(1) != 1:
         raise ValueError(f"gate_up_silu: x {tuple(x.shape)} and weight {tuple(weight.shape)}: need (B, C) and "
@@ -142,9 +223,12 @@ def gate_up_silu(x, weight, pdl=False):
     block_m, block_n, block_k, warps, stages = gate_up_config(B)
     out = torch.empty(B, M, device=x.device, dtype=x.dtype)
     grid = (triton.cdiv(M, block_n), triton.cdiv(B, block_m))
-    _gate_up_silu[grid](x, weight, out, B, M, K, x.stride(0), weight.stride(0), BLOCK_M=block_m, BLOCK_N=block_n,
-                        BLOCK_K=block_k, num_warps=warps, num_stages=stages, **pdl_options(x.device, pdl))
-    return out
+    r, nw, s_out, np_, srp, eps = _norm_args(x, norm)
+    _gate_up_silu[grid](x, weight, out, r, nw, s_out, B, M, K, x.stride(0), weight.stride(0), np_, srp, eps,
+                        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm is not None,
+                        HAS_R=norm is not None and norm[0] is not None, num_warps=warps, num_stages=stages,
+                        **pdl_options(x.device, pdl))
+    return out if norm is None else (out, s_out if norm[0] is not None else x)
 
 
 if __name__ == "__main__":  # against cuBLAS at the Qwen2.5-0.5B decode shapes, cold weights as in a real step

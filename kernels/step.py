@@ -6,7 +6,8 @@ runs a projection with its own split-K reduce, above SKINNY_MAX_ROWS).
 Per layer, with the residual add of each sublayer folded into the norm that follows it:
     [add +] RMSNorm  -> q/k/v as one GEMM (bias in its epilogue) -> RoPE + KV-cache write -> decode attention
     (one chunk, or split + combine) -> o_proj -> add + RMSNorm -> gate/up as one GEMM -> SiLU * up -> down_proj
-where, up to GATE_UP_MAX_ROWS rows, gate/up and SiLU * up are one kernel (eight a layer).
+where, up to GATE_UP_MAX_ROWS rows, gate/up and SiLU * up are one kernel (eight a layer), and up to
+NORM_GEMM_MAX_ROWS rows each add + RMSNorm runs inside the GEMM that reads it (six a layer).
 The plain path (model.Qwen2.forward with a cache) runs ~20 kernels for the same layer: three projection GEMMs, two
 RoPE calls, two cache copies, two adds, two norms, two MLP GEMMs and the SwiGLU product, each its own launch.
 For few rows (SKINNY_MAX_ROWS) q/k/v, o_proj and down_proj can run as kernels/skinny.py's split-K GEMM instead of
@@ -47,6 +48,11 @@ GATE_UP_MAX_ROWS = 64
 # sample_lm_head), else as cuBLAS's LM head and then sample_race: the fused kernel was faster up to 128 rows and
 # slower at 256 (README).
 LM_RACE_MAX_ROWS = 128
+# Up to NORM_GEMM_MAX_ROWS rows (and where the Triton GEMMs run) each add + RMSNorm runs in the prologue of the GEMM
+# that reads it (kernels/skinny.py: norm=...): six kernels a layer. Each program then reads its rows' residual and
+# partials itself, which is cheap for a few rows only. Not yet timed on a GPU (bench/decode_variants.py step), so
+# off.
+NORM_GEMM_MAX_ROWS = 0
 
 
 def pack_weights(model):
@@ -81,21 +87,28 @@ def decode_hidden(model, packed, freqs, tok, slot, start, cache):
     def project(v, w):  # (N, C) or split-K partials (S, N, C), summed by the kernel that reads them next
         return skinny_linear(v, w, pdl=pdl) if few else F.linear(v, w)
 
-    h, _ = add_rms_norm(x, None, layers[0].input_layernorm.weight, eps, pdl)
+    gate_up = tok.shape[0] <= GATE_UP_MAX_ROWS  # gate/up and SwiGLU as one Triton GEMM
+    fold = few and gate_up and tok.shape[0] <= NORM_GEMM_MAX_ROWS  # the norms in the GEMMs' prologues
+    mlp = None  # the last sublayer's output (partials) that the next norm adds to x
     for i, layer in enumerate(layers):
         w_qkv, b_qkv, w_gu = packed[i]
-        qkv, bias = (project(h, w_qkv), b_qkv) if few else (F.linear(h, w_qkv, b_qkv), None)  # bias: rope_cache_write's
-        q = rope_cache_write(qkv, freqs, cache.k[i], cache.v[i], slot, start, H, K, bias, pdl)  # (N, H, D)
+        norm = (mlp, layer.input_layernorm.weight, eps)
+        if fold:  # x + mlp normed by each program of the q/k/v GEMM itself
+            qkv, x = skinny_linear(x, w_qkv, pdl=pdl, norm=norm)
+        else:
+            h, x = add_rms_norm(x, *norm, pdl)
+            qkv = project(h, w_qkv) if few else F.linear(h, w_qkv, b_qkv)
+        q = rope_cache_write(qkv, freqs, cache.k[i], cache.v[i], slot, start, H, K, b_qkv if few else None,
+                             pdl)  # (N, H, D); with partials, the bias is added here
         y = decode_attention(q, cache.k[i], cache.v[i], lengths, start, pdl=pdl).view(-1, H * D)  # (N, H D)
-        h, x = add_rms_norm(x, project(y, layer.self_attn.o_proj.weight), layer.post_attention_layernorm.weight,
-                            eps, pdl)
-        if tok.shape[0] <= GATE_UP_MAX_ROWS:  # gate/up and SwiGLU as one Triton GEMM
-            act = gate_up_silu(h, w_gu, pdl)
-        else:  # cuBLAS's GEMM, then the SwiGLU kernel
-            act = silu_mul(F.linear(h, w_gu), pdl)
+        norm = (project(y, layer.self_attn.o_proj.weight), layer.post_attention_layernorm.weight, eps)
+        if fold:
+            act, x = gate_up_silu(x, w_gu, pdl, norm=norm)
+        else:
+            h, x = add_rms_norm(x, *norm, pdl)
+            act = gate_up_silu(h, w_gu, pdl) if gate_up else silu_mul(F.linear(h, w_gu), pdl)  # else cuBLAS's GEMM
         mlp = project(act, layer.mlp.down_proj.weight)
-        norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.model.norm
-        h, x = add_rms_norm(x, mlp, norm.weight, eps, pdl)
+    h, _ = add_rms_norm(x, mlp, model.model.norm.weight, eps, pdl)
     return h
 
 

@@ -378,6 +378,33 @@ def test_gate_up_silu_matches_its_twin_and_the_two_kernels_it_replaces(B, M, C, 
         gate_up_silu(x, w[:, 1:])
 
 
+@pytest.mark.parametrize("B,C,N", [(1, 96, 40), (3, 50, 24)] if not CUDA else [(1, 896, 1152), (16, 896, 4864)])
+@pytest.mark.parametrize("r_kind", ["none", "tensor", "partials"])
+def test_gemms_with_the_norm_in_their_prologue_equal_the_norm_then_the_gemm(B, C, N, r_kind):
+    """skinny_linear and gate_up_silu given norm=(r, weight, eps) compute RMSNorm(x + r) in each program and
+    multiply it: the new residual s is add_rms_norm's bit for bit, the output that of the GEMM on add_rms_norm's h
+    (the twin: normed_ref) up to the order of the sum of squares; r is none (the first layer), a tensor or split-K
+    partials. With PDL (on Hopper) the same bits."""
+    from kernels.skinny import gate_up_silu, gate_up_silu_ref, normed_ref, skinny_linear, skinny_linear_ref
+    g = torch.Generator().manual_seed(9)
+    dtype = torch.bfloat16 if CUDA else torch.float16
+    x = torch.randn(B, C, generator=g).to(DEVICE, dtype)
+    nw = (1 + 0.1 * torch.randn(C, generator=g)).to(DEVICE, dtype)
+    r = {"none": None, "tensor": torch.randn(B, C, generator=g).to(DEVICE, dtype),
+         "partials": torch.randn(4, B, C, generator=g).to(DEVICE)}[r_kind]
+    w, w_gu = ((0.3 * torch.randn(n, C, generator=g)).to(DEVICE, dtype) for n in (N, 2 * N))
+    tol = 2e-2 if CUDA else 1e-3
+    for fast, ref, weight in ((lambda *a, **k: skinny_linear(*a, splits=3, **k), skinny_linear_ref, w),
+                              (gate_up_silu, gate_up_silu_ref, w_gu)):
+        out, s = fast(x, weight, norm=(r, nw, 1e-6))
+        out_ref, s_ref = normed_ref(ref, x, r, nw, 1e-6, weight)
+        assert torch.equal(s, add_rms_norm(x, r, nw, 1e-6)[1]) and torch.equal(s, s_ref)
+        assert rel_err(out.sum(0) if out.dim() == 3 else out, out_ref.sum(0) if out_ref.dim() == 3 else out_ref) < tol
+        assert all(torch.equal(a, b) for a, b in zip(fast(x, weight, pdl=True, norm=(r, nw, 1e-6)), (out, s)))
+    with pytest.raises(ValueError, match="normed GEMM"):
+        skinny_linear(x, w, norm=(r, nw[1:], 1e-6))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if not CUDA else [torch.bfloat16])
 def test_fused_kernels_read_split_k_partials(dtype):
     """rope_cache_write (with the projection's bias) and add_rms_norm given partials (S, B, W) fp32 give what
@@ -491,13 +518,15 @@ def test_record_step_books_what_its_twin_books(n_eos):
         assert state[record_step_ref]["done"].sum() > 2  # some rows hit an EOS
 
 
-@pytest.mark.parametrize("triton_rows", [64, 0])  # kernels/skinny.py's GEMMs or cuBLAS (+ silu_mul)
-def test_fast_decode_step_matches_plain_step(triton_rows, monkeypatch):
+@pytest.mark.parametrize("triton_rows,norm_rows", [(64, 0), (0, 0), (64, 64)])  # kernels/skinny.py's GEMMs (the
+# norms in their prologues or not) or cuBLAS (+ silu_mul)
+def test_fast_decode_step_matches_plain_step(triton_rows, norm_rows, monkeypatch):
     """kernels/step.py (packed q/k/v and gate/up, the fused kernels, decode attention) gives the logits of the
     plain model forward for a decode step over a left-padded cache (fp32 in the interpreter, bf16 on a GPU)."""
     import kernels.step
     monkeypatch.setattr(kernels.step, "SKINNY_MAX_ROWS", triton_rows)
     monkeypatch.setattr(kernels.step, "GATE_UP_MAX_ROWS", triton_rows)
+    monkeypatch.setattr(kernels.step, "NORM_GEMM_MAX_ROWS", norm_rows)
     from conftest import TINY
     from kernels.step import FastDecode
     from model import KVCache, ModelConfig, Qwen2
