@@ -14,6 +14,11 @@ once to the weights' dtype, as a GEMM rounds its output).
 Measured (docs/bench/skinny_gemm_sweep_h200_2026-12-03.json): 3.8 / 3.3 / 5.6 us at B = 64 for the three. At
 B = 256 it only ties cuBLAS. gate/up (9,728 outputs: enough tiles, no split-K) has its own kernel below, a plain
 GEMM over [gate | up] whose epilogue applies SwiGLU, for up to 64 rows.
+
+Both GEMMs can also take the residual add + RMSNorm that precedes them (norm=(r, weight, eps); the twin is
+normed_ref): each program first sums its rows' squares over the whole row of s = x + r (r: the previous
+projection's partials), storing s on its own chunk's columns, then normalises the tiles it multiplies. For a few
+rows that is little extra reading, and one kernel less per norm (kernels/step.py, NORM_GEMM_MAX_ROWS).
 Shapes: B rows, N outputs, K inputs (the reduction), S splits.
 Run `python kernels/skinny.py` on a GPU for the comparison with cuBLAS.
 """
@@ -49,31 +54,36 @@ def _residual_tile(X, R, NP: tl.constexpr, srp, offs_m, rows, offs_k, in_k, K, H
 
 
 @triton.jit
-def _norm_prologue(X, R, S_OUT, NP: tl.constexpr, srp, offs_m, rows, K, eps, write, HAS_R: tl.constexpr,
+def _norm_prologue(X, R, S, NP: tl.constexpr, srp, offs_m, rows, K, lo, hi, eps, HAS_R: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    """The first pass of a GEMM that normalises its own input: 1 / rms(s) of each of its rows (BLOCK_M,), over
-    all K columns (a program of a split-K GEMM reads only its chunk of the row, but the norm needs all of it);
-    where `write` (one program per row block), s itself is stored to S_OUT, the residual stream's next value."""
+    """The first pass of a GEMM that normalises its own input: 1 / rms(s) of each of its rows (BLOCK_M,) over all
+    K columns (a program of a split-K GEMM multiplies only its chunk lo..hi of the row, but the norm needs all of
+    it). With r, the program also stores s at the columns of its chunk into S, the residual stream's next value,
+    which its K loop reads back (bf16 tiles, as a GEMM's input: the fp32 partials never enter that loop, whose
+    loads the compiler stages through shared memory). Every program that covers a column stores the same bits
+    there, so the order in which they do is of no account; the barrier makes this program's stores visible to
+    all of its threads."""
     sq = tl.zeros((BLOCK_M,), tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         in_k = offs_k < K
         s = _residual_tile(X, R, NP, srp, offs_m, rows, offs_k, in_k, K, HAS_R)
         if HAS_R:  # (without r, s is x: nothing new to store)
-            if write:
-                tl.store(S_OUT + offs_m[:, None] * K + offs_k[None, :], s, mask=rows[:, None] & in_k[None, :])
+            if (k0 >= lo) & (k0 < hi):
+                tl.store(S + offs_m[:, None] * K + offs_k[None, :], s, mask=rows[:, None] & in_k[None, :])
         sf = s.to(tl.float32)
         sq += tl.sum(sf * sf, 1)
+    tl.debug_barrier()
     return 1.0 / tl.sqrt(sq / K + eps)
 
 
 @triton.jit
-def _gemm_input(X, R, NW, NP: tl.constexpr, srp, sxb, offs_m, rows, offs_k, in_k, K, rstd, NORM: tl.constexpr,
-                HAS_R: tl.constexpr):
-    """The GEMM's input tile (BLOCK_M, BLOCK_K): X's rows as they are, or (NORM) RMSNorm(x + r) with the norm's
-    weight NW, rounded as add_rms_norm rounds (the normalised value in X's dtype, then the scaled one)."""
+def _gemm_input(X, S, NW, sxb, offs_m, rows, offs_k, in_k, K, rstd, NORM: tl.constexpr):
+    """The GEMM's input tile (BLOCK_M, BLOCK_K): X's rows as they are, or (NORM) RMSNorm(s) of the residual S
+    that _norm_prologue left, with the norm's weight NW, rounded as add_rms_norm rounds (the normalised value in
+    S's dtype, then the scaled one)."""
     if NORM:
-        s = _residual_tile(X, R, NP, srp, offs_m, rows, offs_k, in_k, K, HAS_R)
+        s = tl.load(S + offs_m[:, None] * K + offs_k[None, :], mask=rows[:, None] & in_k[None, :], other=0.0)
         nw = tl.load(NW + offs_k, mask=in_k, other=0.0).to(tl.float32)
         h = (s.to(tl.float32) * rstd[:, None]).to(s.dtype).to(tl.float32) * nw[None, :]
         return h.to(s.dtype)
@@ -93,13 +103,13 @@ def _skinny_linear(X, W, OUT, R, NW, S_OUT, B, N, K, sxb, swn, CHUNK, NP: tl.con
     rows, outs = offs_m < B, offs_n < N
     rstd = tl.zeros((BLOCK_M,), tl.float32)
     if NORM:
-        rstd = _norm_prologue(X, R, S_OUT, NP, srp, offs_m, rows, K, eps, (pid_n == 0) & (split == 0), HAS_R,
-                              BLOCK_M, BLOCK_K)
+        rstd = _norm_prologue(X, R, S_OUT, NP, srp, offs_m, rows, K, split * CHUNK, (split + 1) * CHUNK, eps,
+                              HAS_R, BLOCK_M, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for k0 in range(split * CHUNK, (split + 1) * CHUNK, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         in_k = offs_k < K  # (the last chunk may run past K)
-        x = _gemm_input(X, R, NW, NP, srp, sxb, offs_m, rows, offs_k, in_k, K, rstd, NORM, HAS_R)
+        x = _gemm_input(X, S_OUT, NW, sxb, offs_m, rows, offs_k, in_k, K, rstd, NORM)
         w = tl.load(W + offs_n[:, None] * swn + offs_k[None, :], mask=outs[:, None] & in_k[None, :], other=0.0)
         acc = tl.dot(x, tl.trans(w), acc)  # (BLOCK_M, BLOCK_N)
     tl.store(OUT + (split * B + offs_m[:, None]) * N + offs_n[None, :], acc, mask=rows[:, None] & outs[None, :])
@@ -156,7 +166,8 @@ def _norm_args(x, norm):
     r, weight, eps = norm
     if x.stride(0) != x.shape[1] or weight.shape != x.shape[1:] or (r is not None and r.shape[-2:] != x.shape):
         raise ValueError(f"normed GEMM: the residual x {tuple(x.shape)} (contiguous), r "
-                         f"{None if r is None else tuple(r.shape)} and the norm weight {tuple(weight.shape)} do not fit")
+                         f"{None if r is None else tuple(r.shape)} and the norm weight {tuple(weight.shape)} "
+                         "do not fit")
     if r is None:  # the first layer's norm: s is x itself, nothing to store
         return x, weight, x, 1, 0, eps
     r = (r if r.dim() == 3 else r[None]).contiguous()
@@ -183,13 +194,13 @@ def _gate_up_silu(X, W, OUT, R, NW, S_OUT, B, M, K, sxb, swn, NP: tl.constexpr, 
     rows, outs = offs_m < B, offs_n < M
     rstd = tl.zeros((BLOCK_M,), tl.float32)
     if NORM:
-        rstd = _norm_prologue(X, R, S_OUT, NP, srp, offs_m, rows, K, eps, pid_n == 0, HAS_R, BLOCK_M, BLOCK_K)
+        rstd = _norm_prologue(X, R, S_OUT, NP, srp, offs_m, rows, K, 0, K, eps, HAS_R, BLOCK_M, BLOCK_K)
     acc_g = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     acc_u = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         in_k = offs_k < K
-        x = _gemm_input(X, R, NW, NP, srp, sxb, offs_m, rows, offs_k, in_k, K, rstd, NORM, HAS_R)
+        x = _gemm_input(X, S_OUT, NW, sxb, offs_m, rows, offs_k, in_k, K, rstd, NORM)
         w_mask = outs[:, None] & in_k[None, :]
         wg = tl.load(W + offs_n[:, None] * swn + offs_k[None, :], mask=w_mask, other=0.0)
         wu = tl.load(W + (M + offs_n[:, None]) * swn + offs_k[None, :], mask=w_mask, other=0.0)
