@@ -15,6 +15,8 @@ How the figures are taken:
   capture; the figures are the mean of steps 2-3, read from metrics.jsonl. `ours_beta0_unfused` is the β = 0 step
   with q/k/v and gate/up as separate GEMMs in the training pass (model.fused_linear's twin), for the A/B;
   `ours_beta0_per_op` with model.COMPILE_BLOCKS off (the fused functions compiled one by one, not whole layers).
+- generate_phases_ms: where the generate call of steps 2.. spends its time (bench/phases.py: reset, prefill, decode
+  loop, ...); what generation_s holds beyond it is the rollout's own work.
 - Training MFU = 6 * n_params * tokens trained / train time / 989 TFLOP/s (H100/H200 SXM bf16 dense), the formula
   the 18% transformers figure in ../shared/reference used; attention FLOPs are not counted in either.
 - transformers: Qwen2ForCausalLM (sdpa attention), `generate` of 8 x 16 rows (min_new_tokens = 1,024) — eager,
@@ -39,8 +41,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # one printed line per step is enoug
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "bench"))
 import grpo  # noqa: E402
 import model  # noqa: E402
+from phases import mean_phases, phased  # noqa: E402
 from model import ModelConfig, Qwen2  # noqa: E402
 
 QWEN05 = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
@@ -73,10 +77,13 @@ def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=Fals
     fused function compiled on its own in training, not whole decoder layers)."""
     rng = random.Random(0)
     real, real_linear, real_blocks = grpo.rewards.accuracy_reward, model.fused_linear, model.COMPILE_BLOCKS
+    real_generate, calls = grpo.generate, []
     if not fused:
         model.fused_linear = separate_linears
     model.COMPILE_BLOCKS = blocks
     grpo.rewards.accuracy_reward = lambda completion, example, checker=None: rng.random()  # every group: spread
+    if DEV == "cuda":
+        grpo.generate = phased(real_generate, calls)  # each rollout's generate call, its phases marked
     try:
         config = grpo.GRPOConfig(model=str(ckpt), task="countdown", num_prompts=P, num_generations=G,
                                  max_completion_length=NEW, max_steps=steps, eval_steps=0, save_steps=0,
@@ -85,6 +92,7 @@ def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=Fals
         history = grpo.train(config).history
     finally:
         grpo.rewards.accuracy_reward, model.fused_linear, model.COMPILE_BLOCKS = real, real_linear, real_blocks
+        grpo.generate = real_generate
     rows = history[1:]  # step 1 compiles kernels and captures CUDA graphs
     mean = lambda k: sum(r[k] for r in rows) / len(rows)
     return {
@@ -96,6 +104,7 @@ def ours(ckpt, out_dir, n_params, beta, micro_batch, steps=3, checkpointing=Fals
         "peak_gib": max(r["peak_mem_gib"] or 0 for r in history), "completion_len": mean("completion_len"),
         "logp_gap": mean("logp_gap"), "first_step_s": history[0]["step_time"],
         "training_s_each_step": [r["train_time"] for r in history],
+        "generate_phases_ms": mean_phases(calls[1:]),  # (steps 2..: kept calls; the rest of gen_time is the rollout's)
     }
 
 

@@ -20,7 +20,7 @@ For our default path (Triton kernels + the whole step as one CUDA graph) it also
   - kernels per decode step, and per layer: counted with torch.profiler over eager runs of the step the graph
     captures (a model cut to 1 and 2 layers gives the per-layer count and the count outside the layers);
   - replay-only time: the captured step replayed for every token, no host work at all;
-  - the phases of a kept call (set-up, reset, prefill, token 0, decode loop, finish: generate_phases), so that
+  - the phases of a kept call (set-up, reset, prefill, token 0, decode loop, finish: bench/phases.py), so that
     what a call spends beyond its replays (~70 ms at every batch on 2026-12-08) is accounted for;
   - roofline share: a step must read every weight once (tied embedding once: the LM head reads it all) and the
     KV cache up to the current slot; bytes / step time against the device-to-device copy bandwidth measured at
@@ -41,6 +41,8 @@ from decode_step import DecodeStep  # noqa: E402
 import sample  # noqa: E402
 from sample import generate  # noqa: E402
 import kernels.step as step_kernels  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from phases import phased  # noqa: E402
 
 QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                   num_attention_heads=14, num_key_value_heads=2, rope_theta=1e6, rms_norm_eps=1e-6,
@@ -103,40 +105,6 @@ def replay_seconds(model, B, prompt_len, n_new):
         step()
     torch.cuda.synchronize()
     return (time.perf_counter() - t) / (n_new - 1)
-
-
-def generate_phases(call, n_new):
-    """Where one kept generate call's time goes, in ms; `call(on_step=...)` runs it. Each mark waits for the GPU:
-    set_up (the host's work before the step's reset), reset (the weights packed again, the buffers cleared),
-    prefill, token_0 (the prefill's logits sampled and booked), decode_loop (n_new - 1 graph replays and the host
-    checks), finish (the last check, copies to the host, the NaN check)."""
-    marks = []
-
-    def mark():
-        torch.cuda.synchronize()
-        marks.append(time.perf_counter())
-
-    def reset(self, *args, **kw):
-        mark()
-        plain_reset(self, *args, **kw)
-        mark()
-
-    def record(self, *args, **kw):
-        mark()
-        plain_record(self, *args, **kw)
-
-    plain_reset, plain_record = DecodeStep.reset, DecodeStep.record
-    DecodeStep.reset, DecodeStep.record = reset, record
-    try:
-        mark()
-        call(on_step=lambda tokens, done: mark() if tokens.shape[1] in (1, n_new) else None)
-        mark()
-    finally:
-        DecodeStep.reset, DecodeStep.record = plain_reset, plain_record
-    names = ("set_up", "reset", "prefill", "token_0", "decode_loop", "finish")
-    if len(marks) != len(names) + 1:  # (a call that built its own step, or stopped early)
-        raise RuntimeError(f"generate_phases: {len(marks)} marks, expected {len(names) + 1}")
-    return {k: (b - a) * 1e3 for k, a, b in zip(names, marks, marks[1:])} | {"total": (marks[-1] - marks[0]) * 1e3}
 
 
 def kernels_per_step(model, B, prompt_len):
@@ -217,7 +185,9 @@ def main():
                 _, dt, peak = timed(lambda: fn(B))
                 r = dict(tok_s=B * N / dt, s=dt, peak_gib=peak)
                 if name == "ours":
-                    r["phases_ms"] = generate_phases(lambda **kw: ours_gen(B, True, **kw), N)  # a kept call again
+                    calls = []  # a kept call again, its phases marked
+                    phased(lambda max_new_tokens, **kw: ours_gen(B, True, **kw), calls)(max_new_tokens=N)
+                    r["phases_ms"] = calls[0]
                     _, r["first_call_s"], _ = timed(lambda: ours_gen(B, True, keep=False))  # builds its own step
                     context = args.prompt_len + N / 2  # mean cache length over the generation
                     r["replay_ms"] = replay_seconds(ours, B, args.prompt_len, N) * 1e3
