@@ -31,6 +31,7 @@ import kernels.skinny as skinny  # noqa: E402
 import kernels.step as step  # noqa: E402
 from bench_sample import QWEN25_05B, replay_seconds  # noqa: E402
 from kernels.fused import silu_mul  # noqa: E402
+from kernels.skinny import graph_us  # noqa: E402
 from model import ModelConfig, Qwen2  # noqa: E402
 
 GATE_UP_TILINGS = [(16, 32, 128, 4, 4), (16, 32, 128, 4, 3), (16, 64, 128, 4, 4), (16, 16, 128, 4, 4),
@@ -39,24 +40,6 @@ GATE_UP_TILINGS = [(16, 32, 128, 4, 4), (16, 32, 128, 4, 3), (16, 64, 128, 4, 4)
                    (128, 32, 64, 4, 3), (64, 128, 64, 8, 3)]  # (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)
 LM_HEAD_TILINGS = [(16, 128, 128, 4, 3), (16, 256, 64, 4, 3), (16, 64, 128, 4, 3), (64, 128, 64, 8, 3),
                    (64, 128, 64, 4, 3), (64, 64, 128, 4, 3), (128, 128, 64, 8, 3), (128, 64, 64, 8, 3)]
-
-
-def graph_us(fn, weights, reps=20):
-    """Microseconds per call of fn(w), over a CUDA graph of one call per weight in `weights`, replayed reps times."""
-    fn(weights[0])
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for w in weights:
-            fn(w)
-    graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        graph.replay()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) * 1e3 / (reps * len(weights))
 
 
 def sweep(module, config_name, tilings, batches, baseline, contender, check=None):

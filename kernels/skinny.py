@@ -242,26 +242,33 @@ def gate_up_silu(x, weight, pdl=False, norm=None):
     return out if norm is None else (out, s_out if norm[0] is not None else x)
 
 
+def graph_us(fn, weights, reps=20):
+    """Microseconds per call of fn(w) with cold weights, as a decode step meets them: one CUDA graph of a call per
+    weight in `weights` (24 layers' worth, more than L2 holds), replayed reps times (the benchmark below and
+    bench/decode_variants.py)."""
+    fn(weights[0])  # compile
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for w in weights:
+            fn(w)
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1e3 / (reps * len(weights))
+
+
 if __name__ == "__main__":  # against cuBLAS at the Qwen2.5-0.5B decode shapes, cold weights as in a real step
     shapes = {"q/k/v": (1152, 896), "o_proj": (896, 896), "down_proj": (896, 4864)}  # (N, K)
     for B in (1, 64):
         for name, (N, K) in shapes.items():
             ws = [torch.randn(N, K, device="cuda", dtype=torch.bfloat16) for _ in range(24)]  # 24 layers' weights
             x = torch.randn(B, K, device="cuda", dtype=torch.bfloat16)
-            times = {}
-            for impl, fn in (("cuBLAS", lambda w: F.linear(x, w)), ("skinny", lambda w: skinny_linear(x, w))):
-                fn(ws[0])  # compile
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    for w in ws:
-                        fn(w)
-                graph.replay()
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                for _ in range(20):
-                    graph.replay()
-                end.record()
-                end.synchronize()
-                times[impl] = start.elapsed_time(end) * 1e3 / (20 * len(ws))  # us per projection
+            times = {impl: graph_us(fn, ws) for impl, fn in (("cuBLAS", lambda w: F.linear(x, w)),
+                                                              ("skinny", lambda w: skinny_linear(x, w)))}
             print(f"B={B:3d} {name:9s} cuBLAS {times['cuBLAS']:5.2f} us, skinny {times['skinny']:5.2f} us "
                   f"({N * K * 2 / times['skinny'] / 1e6:.2f} TB/s), {times['cuBLAS'] / times['skinny']:.2f}x")
