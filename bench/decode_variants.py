@@ -10,7 +10,8 @@ same process, on the Qwen2.5-0.5B shape (random weights, bf16).
   lm_head  kernels/sampling.py's sample_lm_head under 8 tilings against cuBLAS's LM head + sample_race; a tiling
            whose tokens differ from the twin's (sample_race_ref on race_noise) is reported, not timed.
   step     whole decode steps replayed as CUDA graphs (bench_sample.replay_seconds, 512 new tokens) with each
-           switch of kernels/step.py and kernels/decode.py the other way round from the default.
+           switch of kernels/step.py and kernels/decode.py the other way round from the default (the norm-in-prologue
+           fold at 1, 4, 16 and 64 rows, the others at 1, 64, 128 and 256).
 Each row is microseconds (kernels) or milliseconds per step (steps); ratios are for the reader to take.
 """
 import json
@@ -98,16 +99,20 @@ def main():
         variants = {"default": {}, "cuBLAS LM head + sample_race": dict(LM_RACE_MAX_ROWS=0),
                     "cuBLAS gate/up + silu_mul": dict(GATE_UP_MAX_ROWS=0),
                     "decode attention in one chunk": dict(default_num_splits=one_chunk),
-                    "add + RMSNorm in the GEMMs' prologues": dict(NORM_GEMM_MAX_ROWS=64)}  # (on at 1 and 64 rows)
+                    "add + RMSNorm in the GEMMs' prologues": dict(NORM_GEMM_MAX_ROWS=64)}
+        # Each at 1, 64, 128 and 256 rows; the fold (which needs gate_up_silu: up to 64 rows) at 1, 4, 16 and 64.
+        batches = {label: (1, 4, 16, 64) if "NORM_GEMM_MAX_ROWS" in settings else (1, 64, 128, 256)
+                   for label, settings in variants.items()}
+        batches["default"] = (1, 4, 16, 64, 128, 256)
         home = {"LM_RACE_MAX_ROWS": step, "GATE_UP_MAX_ROWS": step, "NORM_GEMM_MAX_ROWS": step,
                 "default_num_splits": decode}
         real = {name: getattr(module, name) for name, module in home.items()}
         res["step_ms"] = {}
         try:
-            for B in (1, 64, 128, 256):
+            for B in batches["default"]:
                 for label, settings in variants.items():
-                    if "NORM_GEMM_MAX_ROWS" in settings and B > step.GATE_UP_MAX_ROWS:
-                        continue  # (the fold needs gate_up_silu: the default itself)
+                    if B not in batches[label]:
+                        continue
                     for name, value in {**real, **settings}.items():
                         setattr(home[name], name, value)
                     ms = replay_seconds(model, B, 64, 512) * 1e3
