@@ -2,8 +2,8 @@
 a second run into the same directory, NaN weights, a nonsense flag, a SIGKILL while saving) and checks three things:
 the one line the user reads (what was wrong, what to do), how the command ends, and that nothing on disk was lost.
 
-A command's `__main__` turns ValueError / FileNotFoundError into `sys.exit("error: ...")`: one line on stderr and
-exit status 1. `cli` below runs that same `__main__` block in this process (fast: no new interpreter)."""
+A command's `__main__` (train_utils.run_cli) turns ValueError / FileNotFoundError / ImportError into
+`sys.exit("error: ...")`: one line on stderr and exit status 1. `cli` below runs that same `__main__` block in this process (fast: no new interpreter)."""
 import argparse
 import hashlib
 import json
