@@ -26,6 +26,7 @@ Shape legend: P prompts, G samples per prompt, N = P*G rows, T time, V vocab.
 """
 import argparse
 import math
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -266,5 +267,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from train_utils import run_cli  # (not at the top: train_utils imports this module)
-    run_cli(main)
+    try:  # train_utils.run_cli's rule, written out: train_utils imports this module
+        main()
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        sys.exit(f"error: {e}")
