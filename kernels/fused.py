@@ -126,21 +126,37 @@ def _rope_cache_write(QKV, BIAS, INV_FREQ, SLOT, START, Q_OUT, KC, VC, NP: tl.co
 
 
 @triton.jit
+def residual_add(X, R, NP: tl.constexpr, srp, offs, mask, HAS_R: tl.constexpr):
+    """s = x + r at X[offs] in X's dtype, rounded as the plain path rounds: r's NP partials (1: r as is) summed in
+    fp32 and rounded once, as a GEMM rounds its output, then the sum (add_rms_norm here, and the GEMMs of
+    kernels/skinny.py that take the norm in their prologue)."""
+    s = tl.load(X + offs, mask=mask, other=0.0)
+    if HAS_R:
+        r = summed_partials(R, NP, srp, offs, mask).to(s.dtype).to(tl.float32)
+        s = (s.to(tl.float32) + r).to(s.dtype)
+    return s
+
+
+@triton.jit
+def rms_normed(s, rstd, w):
+    """RMSNorm(s) with weight w, given rstd = 1 / rms(s) (broadcastable), rounded as model.rms_norm rounds: the
+    normalised value in s's dtype, then the scale in fp32 -> fp32 (the caller rounds it to its output dtype)."""
+    return (s.to(tl.float32) * rstd).to(s.dtype).to(tl.float32) * w.to(tl.float32)
+
+
+@triton.jit
 def _add_rms_norm(X, R, W, H_OUT, S_OUT, C, NP: tl.constexpr, srp, eps, HAS_R: tl.constexpr, BLOCK: tl.constexpr,
                   USE_GDC: tl.constexpr):
     pdl_wait(USE_GDC)
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     mask = offs < C
-    s = tl.load(X + row * C + offs, mask=mask, other=0.0)
+    s = residual_add(X, R, NP, srp, row * C + offs, mask, HAS_R)
     if HAS_R:
-        r = summed_partials(R, NP, srp, row * C + offs, mask)  # NP partials of r (1: r as is)
-        r = r.to(s.dtype).to(tl.float32)  # rounded once, as a GEMM rounds its output
-        s = (s.to(tl.float32) + r).to(s.dtype)
         tl.store(S_OUT + row * C + offs, s, mask=mask)
     sf = s.to(tl.float32)
     rstd = 1.0 / tl.sqrt(tl.sum(sf * sf, 0) / C + eps)
-    h = (sf * rstd).to(s.dtype).to(tl.float32) * tl.load(W + offs, mask=mask, other=0.0).to(tl.float32)
+    h = rms_normed(s, rstd, tl.load(W + offs, mask=mask, other=0.0))
     tl.store(H_OUT + row * C + offs, h.to(H_OUT.dtype.element_ty), mask=mask)
 
 

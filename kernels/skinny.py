@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from kernels import pdl_options
-from kernels.fused import add_rms_norm_ref, pdl_wait, summed_partials, swiglu_rounded
+from kernels.fused import add_rms_norm_ref, pdl_wait, residual_add, rms_normed, swiglu_rounded
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -39,18 +39,6 @@ def skinny_linear_ref(x, weight):
     """The twin: x (B, K), weight (N, K) -> the whole product as one partial (1, B, N) fp32 (its readers sum
     over the first dim, so they cannot tell one partial from several)."""
     return (x.float() @ weight.float().T)[None]
-
-
-@triton.jit
-def _residual_tile(X, R, NP: tl.constexpr, srp, offs_m, rows, offs_k, in_k, K, HAS_R: tl.constexpr):
-    """s = x + r at rows offs_m and columns offs_k of the residual stream X (B, K), in X's dtype, rounded as
-    add_rms_norm rounds: r's NP partials summed in fp32 and rounded, then the sum."""
-    offs, mask = offs_m[:, None] * K + offs_k[None, :], rows[:, None] & in_k[None, :]
-    s = tl.load(X + offs, mask=mask, other=0.0)
-    if HAS_R:
-        r = summed_partials(R, NP, srp, offs, mask).to(s.dtype).to(tl.float32)
-        s = (s.to(tl.float32) + r).to(s.dtype)
-    return s
 
 
 @triton.jit
@@ -67,10 +55,11 @@ def _norm_prologue(X, R, S, NP: tl.constexpr, srp, offs_m, rows, K, lo, hi, eps,
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         in_k = offs_k < K
-        s = _residual_tile(X, R, NP, srp, offs_m, rows, offs_k, in_k, K, HAS_R)
+        offs, mask = offs_m[:, None] * K + offs_k[None, :], rows[:, None] & in_k[None, :]
+        s = residual_add(X, R, NP, srp, offs, mask, HAS_R)
         if HAS_R:  # (without r, s is x: nothing new to store)
             if (k0 >= lo) & (k0 < hi):
-                tl.store(S + offs_m[:, None] * K + offs_k[None, :], s, mask=rows[:, None] & in_k[None, :])
+                tl.store(S + offs, s, mask=mask)
         sf = s.to(tl.float32)
         sq += tl.sum(sf * sf, 1)
     tl.debug_barrier()
@@ -84,9 +73,8 @@ def _gemm_input(X, S, NW, sxb, offs_m, rows, offs_k, in_k, K, rstd, NORM: tl.con
     S's dtype, then the scaled one)."""
     if NORM:
         s = tl.load(S + offs_m[:, None] * K + offs_k[None, :], mask=rows[:, None] & in_k[None, :], other=0.0)
-        nw = tl.load(NW + offs_k, mask=in_k, other=0.0).to(tl.float32)
-        h = (s.to(tl.float32) * rstd[:, None]).to(s.dtype).to(tl.float32) * nw[None, :]
-        return h.to(s.dtype)
+        nw = tl.load(NW + offs_k, mask=in_k, other=0.0)
+        return rms_normed(s, rstd[:, None], nw[None, :]).to(s.dtype)
     return tl.load(X + offs_m[:, None] * sxb + offs_k[None, :], mask=rows[:, None] & in_k[None, :], other=0.0)
 
 
@@ -147,7 +135,7 @@ def skinny_linear(x, weight, splits=None, pdl=False, norm=None):
                          BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm is not None,
                          HAS_R=norm is not None and norm[0] is not None, num_warps=4, num_stages=stages,
                          **pdl_options(x.device, pdl))
-    return out if norm is None else (out, s_out if norm[0] is not None else x)
+    return out if norm is None else (out, s_out)
 
 
 # ------------------------------------------------------------------------------------------ the norm in the prologue
@@ -239,7 +227,7 @@ def gate_up_silu(x, weight, pdl=False, norm=None):
                         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm is not None,
                         HAS_R=norm is not None and norm[0] is not None, num_warps=warps, num_stages=stages,
                         **pdl_options(x.device, pdl))
-    return out if norm is None else (out, s_out if norm[0] is not None else x)
+    return out if norm is None else (out, s_out)
 
 
 def graph_us(fn, weights, reps=20):
