@@ -35,7 +35,6 @@ BLOCK_V = 256 if INTERPRET else 1024
 RACE_CHUNK = (2 if INTERPRET else 4) * BLOCK_V
 
 
-
 # ------------------------------------------------------------------------------------------ the twins
 def sample_race_ref(logits, noise, temperature):
     """logits (B, V) any float dtype, noise (B, V) fp32 Exp(1) (race_noise's, for sample_race's tokens) ->
